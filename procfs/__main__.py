@@ -1,0 +1,3 @@
+from procfs.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,92 @@
+"""What the FUSE layer serves: files that open into per-open handles.
+
+A node is one path of the tree; `open` does the work (resolve, read, render) and returns an
+`OpenFile` that owns whatever that open needs. Overlay files keep one rendered generation per
+open, so a reader that reads in chunks never mixes two; `dev/kmsg` keeps a reader position.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from procfs.errors import Refused
+from procfs.resolve import Container
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Caller:
+    pid: int
+    uid: int
+    gid: int
+    container: Container | None  # None: the host
+
+
+class OpenFile(Protocol):
+    async def read(self, offset: int, size: int) -> bytes: ...
+
+    async def write(self, offset: int, data: bytes) -> int: ...
+
+    def release(self) -> None: ...
+
+
+class FileNode(Protocol):
+    path: str  # relative to the mount's root: "proc/meminfo"
+    mode: int  # permission bits
+
+    async def open(self, caller: Caller, flags: int) -> OpenFile: ...
+
+
+# Cap on one rendered file: a container cannot make the server hold more than this per open.
+MAX_RENDERED = 4 << 20
+
+
+class BytesFile:
+    """One rendered generation of a read-only file."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data[:MAX_RENDERED]
+
+    async def read(self, offset: int, size: int) -> bytes:
+        return self.data[offset : offset + size]
+
+    async def write(self, offset: int, data: bytes) -> int:
+        raise Refused("read-only file", errno.EBADF)
+
+    def release(self) -> None:
+        self.data = b""
+
+
+@dataclass
+class OverlayNode:
+    """A read-only file rendered at open from the caller's container (None: the host).
+
+    If rendering a container's view fails (its cgroup vanished mid-read, a garbled kernel
+    file, a bug), that one open is answered with the host's file and a log line; `host`
+    raising too ends the request with an errno.
+    """
+
+    path: str
+    render: Callable[[Container], bytes]
+    host: Callable[[], bytes]
+    mode: int = 0o444
+
+    async def open(self, caller: Caller, flags: int) -> OpenFile:
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND):
+            raise Refused(f"{self.path} is read-only", errno.EACCES)
+        if caller.container is None:
+            return BytesFile(self.host())
+        try:
+            return BytesFile(self.render(caller.container))
+        except Exception as e:
+            log.warning("%s for pid %d (container %s): %s: %s; serving the host's file",
+                        self.path, caller.pid, caller.container.key, type(e).__name__, e)
+            return BytesFile(self.host())

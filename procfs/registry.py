@@ -1,0 +1,32 @@
+"""The tree procfs serves: every virtual file, by its path under the mount."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from procfs.hostproc import HostProc
+from procfs.nodes import FileNode, OverlayNode
+from procfs.views import Views
+
+CPU_DIR = "sys/devices/system/cpu"
+
+
+def host_proc(host: HostProc, name: str) -> Callable[[], bytes]:
+    return lambda: host.text(name).encode()
+
+
+def host_sys(host: HostProc, rel: str) -> Callable[[], bytes]:
+    return lambda: host.sys_text(rel).encode()
+
+
+def overlay_nodes(views: Views) -> list[FileNode]:
+    host = views.host
+    return [
+        OverlayNode("proc/meminfo", views.meminfo, host_proc(host, "meminfo")),
+        OverlayNode("proc/cpuinfo", views.cpuinfo, host_proc(host, "cpuinfo")),
+        OverlayNode("proc/swaps", views.swaps, host_proc(host, "swaps")),
+        *(
+            OverlayNode(f"{CPU_DIR}/{name}", views.cpulist, host_sys(host, f"{CPU_DIR[4:]}/{name}"))
+            for name in ("online", "possible", "present")
+        ),
+    ]

@@ -1,0 +1,179 @@
+"""Who is calling: a FUSE request's pid → its container.
+
+A container is the init ("reaper") of the caller's pid namespace and that init's cgroups, as in
+LXCFS: every process of the container, whatever sub-cgroup it sits in, sees the same values.
+
+Caching is keyed by the pid namespace's inode and validated by the reaper's identity: a pidfd
+where the kernel gives one (alive ⇒ the namespace, and so its inode number, is alive), else the
+reaper's start time. The caller's own pid is never cached: it is looked up on every request, so
+a reused pid cannot carry one container's answer to another.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import select
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from procfs.cgroup_layout import CgroupDirs, CgroupLayout, parse_proc_cgroup
+from procfs.errors import ProcessGone, ProcfsError
+from procfs.hostproc import HostProc
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Container:
+    pidns: int  # inode of the container's pid namespace
+    reaper: int  # its init, as a pid in the daemon's namespace
+    reaper_start: int  # the init's start time, clock ticks after the host's boot
+    cgroups: CgroupDirs
+    monotonic_offset_ns: int = 0  # the init's time namespace offsets
+    boottime_offset_ns: int = 0
+
+    @property
+    def key(self) -> tuple[int, int, int]:
+        """An identity no other container can ever have (pid and start time are unique)."""
+        return (self.pidns, self.reaper, self.reaper_start)
+
+
+@dataclass
+class _Entry:
+    container: Container
+    pidfd: int | None
+    cgroups_read_at: float
+
+
+class Resolver:
+    """Resolve pids to containers; caches at most `maxsize` namespaces."""
+
+    def __init__(
+        self,
+        host: HostProc,
+        layout: CgroupLayout,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        cgroup_ttl: float = 1.0,
+        maxsize: int = 4096,
+    ) -> None:
+        self.host = host
+        self.layout = layout
+        self.clock = clock
+        self.cgroup_ttl = cgroup_ttl
+        self.maxsize = maxsize
+        self.host_pidns = host.pid_ns("self")
+        self._use_pidfd = os.path.realpath(host.proc_root) == "/proc" and hasattr(os, "pidfd_open")
+        self._cache: OrderedDict[int, _Entry] = OrderedDict()
+
+    def resolve(self, pid: int) -> Container | None:
+        """The caller's container, or None for the host (or a process sharing its pid namespace).
+
+        Raises ProcessGone when `pid` vanished (or is 0: not visible from our namespace)."""
+        if pid <= 0:
+            raise ProcessGone("caller not visible in the server's pid namespace")
+        ns = self.host.pid_ns(pid)
+        if ns == self.host_pidns:
+            return None
+        entry = self._cache.get(ns)
+        if entry is not None and self._alive(entry):
+            self._cache.move_to_end(ns)
+            if self.clock() - entry.cgroups_read_at > self.cgroup_ttl:
+                self._refresh_cgroups(ns, entry)
+            return entry.container
+        if entry is not None:
+            self._drop(ns)
+        return self._insert(ns, self._build(pid, ns))
+
+    def containers(self) -> list[Container]:
+        """The containers seen recently (and still alive)."""
+        return [e.container for e in list(self._cache.values()) if self._alive(e)]
+
+    def _alive(self, entry: _Entry) -> bool:
+        if entry.pidfd is not None:
+            readable, _, _ = select.select([entry.pidfd], [], [], 0)
+            return not readable  # a pidfd turns readable when its process exits
+        try:
+            c = entry.container
+            return self.host.stat(c.reaper).start_ticks == c.reaper_start
+        except ProcfsError:
+            return False
+
+    def _refresh_cgroups(self, ns: int, entry: _Entry) -> None:
+        c = entry.container
+        try:
+            paths = parse_proc_cgroup(self.host.pid_text(c.reaper, "cgroup"))
+        except ProcfsError:
+            self._drop(ns)
+            raise
+        entry.container = replace(c, cgroups=CgroupDirs(self.layout, paths))
+        entry.cgroups_read_at = self.clock()
+
+    def _find_reaper(self, pid: int, ns: int) -> int:
+        # Usually the init is an ancestor: climb while the parent shares the namespace.
+        cur = pid
+        for _ in range(256):
+            status = self.host.status(cur)
+            if status.nspid and status.nspid[-1] == 1:
+                return cur
+            parent = status.ppid
+            try:
+                if parent <= 0 or self.host.pid_ns(parent) != ns:
+                    break
+            except ProcessGone:
+                break
+            cur = parent
+        # A process that entered with setns (runc exec, nsenter) has its parent outside.
+        for candidate in self.host.pids():
+            try:
+                if self.host.pid_ns(candidate) != ns:
+                    continue
+                nspid = self.host.status(candidate).nspid
+            except ProcfsError:
+                continue
+            if nspid and nspid[-1] == 1:
+                return candidate
+        raise ProcessGone(f"pid namespace {ns} has no init")
+
+    def _build(self, pid: int, ns: int) -> _Entry:
+        reaper = self._find_reaper(pid, ns)
+        pidfd = None
+        if self._use_pidfd:
+            try:
+                pidfd = os.pidfd_open(reaper)
+            except OSError as e:
+                raise ProcessGone(f"init {reaper} of {pid} exited") from e
+        try:
+            start = self.host.stat(reaper).start_ticks
+            paths = parse_proc_cgroup(self.host.pid_text(reaper, "cgroup"))
+            mono, boot = self.host.timens_offsets(reaper)
+            # Between finding the init and opening its pidfd the pid may have been reused.
+            if self.host.pid_ns(reaper) != ns:
+                raise ProcessGone(f"init {reaper} of namespace {ns} exited")
+        except BaseException:
+            if pidfd is not None:
+                os.close(pidfd)
+            raise
+        container = Container(ns, reaper, start, CgroupDirs(self.layout, paths), mono, boot)
+        log.debug("pid %d → container %s (init %d)", pid, container.key, reaper)
+        return _Entry(container, pidfd, self.clock())
+
+    def _insert(self, ns: int, entry: _Entry) -> Container:
+        self._cache[ns] = entry
+        while len(self._cache) > self.maxsize:
+            self._drop(next(iter(self._cache)))
+        return entry.container
+
+    def _drop(self, ns: int) -> None:
+        entry = self._cache.pop(ns, None)
+        if entry is not None and entry.pidfd is not None:
+            with contextlib.suppress(OSError):
+                os.close(entry.pidfd)
+
+    def close(self) -> None:
+        for ns in list(self._cache):
+            self._drop(ns)

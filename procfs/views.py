@@ -1,0 +1,71 @@
+"""Snapshots of what a container sees, read from the host and its cgroups, and rendered.
+
+Each method takes a resolved Container, reads what its file needs into a typed snapshot and hands
+it to the pure renderer in `overlays/`. The host's own files are passed through unchanged.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from overlays import cpuinfo, cpulist, meminfo, swaps
+from overlays.cpuview import CpuView
+from procfs.cgroup_cpu import CpuViewMode, read_cpu_view
+from procfs.cgroup_memory import read_memory
+from procfs.hostproc import HostProc
+from procfs.resolve import Container
+
+# Host files that change only with CPU hotplug (and cpuinfo's MHz): re-read at most this often.
+STATIC_TTL = 1.0
+
+
+class Views:
+    def __init__(
+        self,
+        host: HostProc,
+        cpu_mode: CpuViewMode = CpuViewMode.QUOTA,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.host = host
+        self.cpu_mode = cpu_mode
+        self.clock = clock
+        self._static: dict[str, tuple[float, str]] = {}
+
+    def static_text(self, key: str, read: Callable[[], str]) -> str:
+        now = self.clock()
+        hit = self._static.get(key)
+        if hit is not None and now - hit[0] < STATIC_TTL:
+            return hit[1]
+        text = read()
+        self._static[key] = (now, text)
+        return text
+
+    def host_online(self) -> tuple[int, ...]:
+        text = self.static_text("online", lambda: ",".join(map(str, self.host.online_cpus())))
+        return tuple(int(x) for x in text.split(",") if x)
+
+    def cpu_view(self, c: Container) -> CpuView:
+        return read_cpu_view(c.cgroups, self.host_online(), self.cpu_mode)
+
+    # Renderers of container views, one per file.
+
+    def meminfo(self, c: Container) -> bytes:
+        host = meminfo.parse_host(self.host.text("meminfo"))
+        return meminfo.render(meminfo.MeminfoSnapshot(host, read_memory(c.cgroups)))
+
+    def swaps(self, c: Container) -> bytes:
+        mem = read_memory(c.cgroups)
+        if mem is None:
+            return self.host.text("swaps").encode()
+        host = meminfo.parse_host(self.host.text("meminfo"))
+        own = meminfo.container_values(host, mem)
+        used = own["SwapTotal"] - own["SwapFree"]
+        return swaps.render(swaps.SwapsSnapshot("", own["SwapTotal"], used))
+
+    def cpuinfo(self, c: Container) -> bytes:
+        text = self.static_text("cpuinfo", lambda: self.host.text("cpuinfo"))
+        return cpuinfo.render(cpuinfo.CpuinfoSnapshot(text, self.cpu_view(c)))
+
+    def cpulist(self, c: Container) -> bytes:
+        return cpulist.render(cpulist.CpulistSnapshot("", self.cpu_view(c)))
