@@ -154,6 +154,7 @@ class ProcFS(pyfuse3.Operations):
         node = self.files.get(inode)
         if node is None:
             raise pyfuse3.FUSEError(errno.EISDIR if inode in self.dirs else errno.ENOENT)
+        log.debug("open %s by pid %d", node.path, ctx.pid)
         caller = Caller(ctx.pid, ctx.uid, ctx.gid, self.resolver.resolve(ctx.pid))
         handle = await node.open(caller, flags)
         fh = next(self._next_fh)

@@ -133,7 +133,7 @@ class Resolver:
                 if self.host.pid_ns(candidate) != ns:
                     continue
                 nspid = self.host.status(candidate).nspid
-            except ProcfsError:
+            except (ProcfsError, OSError):  # exited, or a process we may not inspect
                 continue
             if nspid and nspid[-1] == 1:
                 return candidate
