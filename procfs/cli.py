@@ -12,9 +12,10 @@ from procfs.cgroup_cpu import CpuViewMode
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from procfs.server import ServeConfig, UsageError, serve
+    from procfs.server import UsageError, serve
+    from procfs.services import Config
 
-    config = ServeConfig(
+    config = Config(
         mountpoint=args.mountpoint,
         proc_root=args.proc_root,
         sys_root=args.sys_root,

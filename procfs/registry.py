@@ -1,4 +1,8 @@
-"""The tree procfs serves: every virtual file, by its path under the mount."""
+"""The tree procfs serves: every virtual file, by its path under the mount.
+
+Each feature contributes its nodes here; the FUSE layer, `attach` and `docker-flags` all take
+the list of paths from `all_nodes`, so they always agree.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ from collections.abc import Callable
 
 from procfs.hostproc import HostProc
 from procfs.nodes import FileNode, OverlayNode
-from procfs.views import Views
+from procfs.services import Services
 
 CPU_DIR = "sys/devices/system/cpu"
 
@@ -19,8 +23,8 @@ def host_sys(host: HostProc, rel: str) -> Callable[[], bytes]:
     return lambda: host.sys_text(rel).encode()
 
 
-def overlay_nodes(views: Views) -> list[FileNode]:
-    host = views.host
+def memory_and_cpu_nodes(s: Services) -> list[FileNode]:
+    views, host = s.views, s.host
     return [
         OverlayNode("proc/meminfo", views.meminfo, host_proc(host, "meminfo")),
         OverlayNode("proc/cpuinfo", views.cpuinfo, host_proc(host, "cpuinfo")),
@@ -30,3 +34,7 @@ def overlay_nodes(views: Views) -> list[FileNode]:
             for name in ("online", "possible", "present")
         ),
     ]
+
+
+def all_nodes(s: Services) -> list[FileNode]:
+    return [*memory_and_cpu_nodes(s)]

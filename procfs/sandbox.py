@@ -144,7 +144,7 @@ class Cgroup:
 
 
 def served_paths(mount: str) -> list[str]:
-    out = []
+    out: list[str] = []
     for root, _, files in os.walk(mount):
         out.extend(os.path.relpath(os.path.join(root, f), mount) for f in files)
     return sorted(out)

@@ -7,34 +7,19 @@ import logging
 import os
 import signal
 import socket
-from dataclasses import dataclass
 
 import pyfuse3
 import trio
 
-from procfs.cgroup_cpu import CpuViewMode
-from procfs.cgroup_layout import CgroupLayout
 from procfs.fs import ProcFS
-from procfs.hostproc import HostProc
-from procfs.registry import overlay_nodes
-from procfs.resolve import Resolver
-from procfs.views import Views
+from procfs.registry import all_nodes
+from procfs.services import Config, Services
 
 log = logging.getLogger(__name__)
 
 
 class UsageError(Exception):
     """A one-line refusal for the command line."""
-
-
-@dataclass
-class ServeConfig:
-    mountpoint: str
-    proc_root: str = "/proc"
-    sys_root: str = "/sys"
-    cgroup_root: str | None = None  # None: find the hierarchies in mountinfo
-    cpu_view: CpuViewMode = CpuViewMode.QUOTA
-    fuse_debug: bool = False
 
 
 def check_mountpoint(path: str) -> None:
@@ -48,17 +33,7 @@ def check_mountpoint(path: str) -> None:
         raise UsageError(f"mountpoint {path} is not empty")
 
 
-def build_ops(config: ServeConfig) -> ProcFS:
-    host = HostProc(config.proc_root, config.sys_root)
-    if config.cgroup_root:
-        layout = CgroupLayout.from_directory(config.cgroup_root)
-    else:
-        layout = CgroupLayout.from_mountinfo(config.proc_root)
-    views = Views(host, config.cpu_view)
-    return ProcFS(overlay_nodes(views), Resolver(host, layout))
-
-
-def mount_options(config: ServeConfig) -> set[str]:
+def mount_options(config: Config) -> set[str]:
     options = set(pyfuse3.default_options)  # default_permissions: the kernel checks modes
     options |= {"fsname=procfs", "subtype=procfs", "allow_other"}
     if config.fuse_debug:
@@ -86,17 +61,24 @@ async def _watch_signals(cancel: trio.CancelScope) -> None:
             return
 
 
-async def serve(config: ServeConfig) -> None:
+async def serve(config: Config) -> None:
     check_mountpoint(config.mountpoint)
-    ops = build_ops(config)
-    pyfuse3.init(ops, config.mountpoint, mount_options(config))
-    log.info("serving %d files at %s", len(ops.files), config.mountpoint)
+    services = Services.build(config)
+    ops = ProcFS(all_nodes(services), services.resolver)
     try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_watch_signals, nursery.cancel_scope)
-            nursery.start_soon(pyfuse3.main)
-            sd_notify("READY=1")
+            for task in services.background:
+                await nursery.start(task)
+            pyfuse3.init(ops, config.mountpoint, mount_options(config))
+            log.info("serving %d files at %s", len(ops.files), config.mountpoint)
+            try:
+                nursery.start_soon(_watch_signals, nursery.cancel_scope)
+                sd_notify("READY=1")
+                await pyfuse3.main()
+                log.info("the FUSE session ended")
+                nursery.cancel_scope.cancel()
+            finally:
+                pyfuse3.close(unmount=True)
+                log.info("unmounted %s", config.mountpoint)
     finally:
-        pyfuse3.close(unmount=True)
-        ops.resolver.close()
-        log.info("unmounted %s", config.mountpoint)
+        services.close()
