@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import signal
 import sys
+import time
 
 import trio
 
 from procfs.cgroup_cpu import CpuViewMode
+from procfs.runtime import ServerRecord
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -31,6 +35,43 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reload(args: argparse.Namespace) -> int:
+    if args.mount:
+        record = ServerRecord.of(args.mount)
+        records = [record] if record is not None else []
+    else:
+        records = ServerRecord.all()
+    live = [r for r in records if r.alive()]
+    if not live:
+        where = args.mount or "any mountpoint"
+        print(f"procfs: no running server for {where}", file=sys.stderr)
+        return 1
+    failed = 0
+    for record in live:
+        outcome = _signal_reload(record, args.timeout)
+        print(f"{record.mountpoint}: {outcome}")
+        failed += not outcome.startswith("reloaded")
+    return 1 if failed else 0
+
+
+def _signal_reload(record: ServerRecord, timeout: float) -> str:
+    before = record.generation
+    os.kill(record.pid, signal.SIGHUP)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        now = ServerRecord.of(record.mountpoint)
+        if now is None or now.pid != record.pid:
+            return "the server went away"
+        if now.generation > before:
+            r = now.reload
+            if r.get("ok"):
+                return (f"reloaded {r.get('modules')} modules, {r.get('files')} files "
+                        f"in {1000 * float(r.get('seconds', 0)):.0f} ms")
+            return f"reload failed, the old code still serves: {r.get('error')}"
+        time.sleep(0.02)
+    return f"no answer within {timeout:.0f} s"
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="procfs", description=__doc__)
     p.add_argument("-v", "--verbose", action="count", default=0, help="more log lines")
@@ -46,6 +87,12 @@ def parser() -> argparse.ArgumentParser:
                    help="CPU count: cpuset capped by quota (default), or the cpuset alone")
     s.add_argument("--fuse-debug", action="store_true", help="libfuse's request log")
     s.set_defaults(func=_serve)
+
+    r = sub.add_parser("reload", help="put the code now installed into service (SIGHUP), "
+                       "without unmounting")
+    r.add_argument("--mount", default=None, help="the server of this mountpoint (default: all)")
+    r.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for each")
+    r.set_defaults(func=_reload)
     return p
 
 

@@ -270,10 +270,13 @@ class Server:
     """`procfs serve` in a child process on a mountpoint of its own."""
 
     def __init__(self, mountpoint: str | None = None, args: Sequence[str] = (),
-                 log_path: str | None = None) -> None:
+                 log_path: str | None = None, env: dict[str, str] | None = None,
+                 cwd: str | None = None) -> None:
         self.mountpoint = mountpoint or tempfile.mkdtemp(prefix="procfs-mnt-")
         self._own_dir = mountpoint is None
         self.args = list(args)
+        self.env = env  # None: ours
+        self.cwd = cwd  # where `python -m procfs` finds the package (None: ours)
         self.log_path = log_path or os.path.join(tempfile.gettempdir(),
                                                  f"procfs-{uuid.uuid4().hex[:8]}.log")
         self.proc: subprocess.Popen[bytes] | None = None
@@ -283,6 +286,7 @@ class Server:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "procfs", "-v", "serve", self.mountpoint, *self.args],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env=self.env, cwd=self.cwd,
             )
         deadline = time.monotonic() + timeout
         while not is_mounted(self.mountpoint):
@@ -295,6 +299,12 @@ class Server:
     def log(self) -> str:
         with open(self.log_path, errors="replace") as f:
             return f.read()
+
+    def kill(self) -> None:
+        """SIGKILL the server, as a crash would: its mount stays, dead (ENOTCONN)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
