@@ -8,9 +8,13 @@ recorded in the attachment state file (`attached.json` under the state directory
 1. in the host's mount namespace, `open_tree(OPEN_TREE_CLONE)` each fresh file: a detached
    mount of it, held by a file descriptor;
 2. `setns` into the container's mount namespace (through /proc/PID/ns/mnt of its init);
-3. for each target still answering ENOTCONN: unmount the stale bind (MNT_DETACH, repeated
+3. for each target bound to a dead connection: unmount the stale bind (MNT_DETACH, repeated
    while stale ones are stacked) and `move_mount` the fresh one onto it;
 4. `setns` back to the host.
+
+Stale binds are found in the container's mountinfo (procfs mounts of another connection than
+the fresh one), not by stat: the kernel answers stat from its attribute cache for a while after
+the server died.
 
 `setns(CLONE_NEWNS)` needs a single-threaded process, and `open_tree` of a file of our own mount
 needs the server to answer the lookup, so the work runs in a child process (`python -m
@@ -149,12 +153,30 @@ def move_mount(libc: ctypes.CDLL, fd: int, target: str) -> None:
     _check(ret, f"move_mount onto {target}")
 
 
-def _stale(path: str) -> bool:
-    try:
-        os.stat(path)
-    except OSError as e:
-        return e.errno == errno.ENOTCONN
-    return False
+def stale_mounts(mountinfo: str, targets: Iterable[str], fresh_dev: str) -> dict[str, int]:
+    """How many procfs mounts to take off each target: those stacked on top of it that belong
+    to another (dead) connection than `fresh_dev` ("MAJOR:MINOR"). Not stat: the kernel answers
+    stat from its attribute cache for a while after the server died."""
+    wanted = set(targets)
+    stacks: dict[str, list[str]] = {t: [] for t in wanted}
+    for line in mountinfo.splitlines():
+        left, _, right = line.partition(" - ")
+        fields, kind = left.split(), right.split()[:1]
+        if len(fields) < 5 or not kind:
+            continue
+        target = fields[4].encode().decode("unicode_escape")
+        if target in wanted:
+            is_ours = kind[0].startswith("fuse") and "procfs" in kind[0]
+            stacks[target].append(fields[2] if is_ours else "")
+    out: dict[str, int] = {}
+    for target, devs in stacks.items():
+        n = 0
+        for dev in reversed(devs):  # the last listed is on top
+            if not dev or dev == fresh_dev:
+                break
+            n += 1
+        out[target] = min(n, MAX_STACKED)
+    return out
 
 
 def repair(libc: ctypes.CDLL, mount: str, job: Attachment, host_ns: int,
@@ -174,17 +196,23 @@ def repair(libc: ctypes.CDLL, mount: str, job: Attachment, host_ns: int,
                 trees[target] = open_tree(libc, os.path.join(mount, rel))
             except OSError as e:
                 out["failed"][target] = str(e)
+        if not trees:
+            return out
+        st = os.fstat(next(iter(trees.values())))
+        fresh = f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}"
+        try:
+            stale = stale_mounts(host.pid_text(job.pid, "mountinfo"), trees, fresh)
+        except ProcfsError as e:
+            return {**out, "skipped": f"the container's init exited ({e})"}
         _check(libc.setns(ns, CLONE_NEWNS), "setns")
         try:
             for target, fd in trees.items():
                 try:
-                    stacked = 0
-                    while _stale(target) and stacked < MAX_STACKED:
-                        _check(libc.umount2(target.encode(), MNT_DETACH), f"umount {target}")
-                        stacked += 1
-                    if stacked == 0:
+                    if stale[target] == 0:
                         out["fine"].append(target)
                         continue
+                    for _ in range(stale[target]):
+                        _check(libc.umount2(target.encode(), MNT_DETACH), f"umount {target}")
                     move_mount(libc, fd, target)
                     out["repaired"].append(target)
                 except OSError as e:

@@ -261,6 +261,7 @@ class Sandbox:
 
 
 def is_mounted(path: str) -> bool:
+    """Whether a mount (live or dead) is at `path`."""
     with open("/proc/self/mountinfo") as f:
         target = os.path.realpath(path)
         return any(line.split()[4] == target for line in f)
@@ -289,12 +290,22 @@ class Server:
                 env=self.env, cwd=self.cwd,
             )
         deadline = time.monotonic() + timeout
-        while not is_mounted(self.mountpoint):
+        while not self.serving():
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError(f"procfs serve did not mount:\n{self.log()}")
             time.sleep(0.02)
         return self
+
+    def serving(self) -> bool:
+        """A live mount is at the mountpoint (not a dead one a restarted server takes over)."""
+        if not is_mounted(self.mountpoint):
+            return False
+        try:
+            parent = os.stat(os.path.dirname(os.path.abspath(self.mountpoint)))
+            return os.stat(self.mountpoint).st_dev != parent.st_dev
+        except OSError:
+            return False
 
     def log(self) -> str:
         with open(self.log_path, errors="replace") as f:
