@@ -17,7 +17,7 @@ Rules:
   files created removed, and the error is raised.
 
 Exit codes of the CLI (`ExitCode`): 0 done, 1 failed (rolled back), 2 usage, 3 no such process,
-4 server not mounted, 5 permission denied.
+4 server not mounted, 5 permission denied, 6 failed and could not roll back (half attached).
 """
 
 from __future__ import annotations
@@ -58,6 +58,7 @@ class ExitCode(enum.IntEnum):
     NO_PROCESS = 3
     NO_SERVER = 4
     NO_PERMISSION = 5
+    HALF_ATTACHED = 6
 
 
 class AttachError(ProcfsError):
@@ -84,6 +85,8 @@ class Refusal(AttachError):
 
 class HalfAttached(AttachError):
     """A bind failed and undoing the others failed too: the container has some of the files."""
+
+    code = ExitCode.HALF_ATTACHED
 
 
 @dataclass
@@ -138,6 +141,45 @@ def server_dev(mount: str, proc_root: str = "/proc") -> str:
     if not any(e.mountpoint == target and e.fstype == FSTYPE and e.root == "/" for e in entries):
         raise ServerDown(f"no procfs server mounted at {mount}")
     return dev_of(st)
+
+
+def ns_ancestor(ns_pid: int, host: HostProc, depth: int = 8) -> int:
+    """The pid, in /proc's namespace, of the process that is `ns_pid` in *our* pid namespace.
+
+    A hook that runs inside a container (OCI createContainer, LXC mount hook) is in the
+    container's pid namespace while /proc is still the host's: its init is one of its
+    ancestors. Outside a child pid namespace `ns_pid` is already the answer."""
+    try:
+        me = host.status("self")  # type: ignore[arg-type]
+        ours = host.pid_ns("self")
+    except ProcfsError:
+        return ns_pid
+    if len(me.nspid) <= 1:
+        return ns_pid
+    pid = me.ppid
+    for _ in range(depth):
+        if pid <= 0:
+            break
+        try:
+            st = host.status(pid)
+            if st.nspid and st.nspid[-1] == ns_pid and host.pid_ns(pid) == ours:
+                return pid
+        except ProcfsError:
+            break
+        pid = st.ppid
+    raise NoProcess(f"pid {ns_pid} of the hook's pid namespace is not among its ancestors")
+
+
+def caller_init(host: HostProc) -> int:
+    """`procfs attach init`: the init of the caller's pid namespace when the caller runs in a
+    child pid namespace (an LXC mount hook), else the caller's parent (the hook's shell)."""
+    try:
+        me = host.status("self")  # type: ignore[arg-type]
+    except ProcfsError as e:
+        raise NoProcess("cannot read /proc/self/status") from e
+    if len(me.nspid) <= 1:
+        return me.ppid
+    return ns_ancestor(1, host)
 
 
 def _layers(entries: list[MountEntry], target: str, rel: str) -> list[MountEntry]:

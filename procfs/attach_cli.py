@@ -5,8 +5,21 @@ from __future__ import annotations
 import argparse
 import sys
 
-from procfs.attach import DEFAULT_MOUNT, Attacher, AttachError, ExitCode
+from procfs.attach import DEFAULT_MOUNT, Attacher, AttachError, ExitCode, caller_init
 from procfs.state import StateError, StateFile, default_path
+
+
+def _pid(text: str) -> int | str:
+    if text == "init":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a pid: {text!r}") from None
+
+
+def _target(args: argparse.Namespace, attacher: Attacher) -> int:
+    return caller_init(attacher.host) if args.pid == "init" else int(args.pid)
 
 
 def _attacher(args: argparse.Namespace) -> Attacher:
@@ -16,7 +29,8 @@ def _attacher(args: argparse.Namespace) -> Attacher:
 
 def _attach(args: argparse.Namespace) -> int:
     try:
-        res = _attacher(args).attach(args.pid, rootfs=args.rootfs)
+        attacher = _attacher(args)
+        res = attacher.attach(_target(args, attacher), rootfs=args.rootfs)
     except (AttachError, StateError) as e:
         print(f"procfs attach: {e}", file=sys.stderr)
         return int(getattr(e, "code", ExitCode.FAILED))
@@ -27,7 +41,8 @@ def _attach(args: argparse.Namespace) -> int:
 
 def _detach(args: argparse.Namespace) -> int:
     try:
-        res = _attacher(args).detach(args.pid, rootfs=args.rootfs)
+        attacher = _attacher(args)
+        res = attacher.detach(_target(args, attacher), rootfs=args.rootfs)
     except (AttachError, StateError) as e:
         print(f"procfs detach: {e}", file=sys.stderr)
         return int(getattr(e, "code", ExitCode.FAILED))
@@ -64,7 +79,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 EPILOG = ("exit codes: 0 done, 1 failed (binds rolled back), 2 usage, 3 no such process, "
-          "4 server not mounted, 5 permission denied")
+          "4 server not mounted, 5 permission denied, 6 failed and could not roll back")
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -73,7 +88,8 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         ("detach", _detach, "remove procfs's binds from PID's mount namespace"),
     ):
         p = sub.add_parser(name, help=text, description=text, epilog=EPILOG)
-        p.add_argument("pid", type=int)
+        p.add_argument("pid", type=_pid, help="a pid, or `init`: the init of the caller's pid "
+                       "namespace (for hooks run inside the container, e.g. LXC's mount hook)")
         p.add_argument("--rootfs", default=None,
                        help="the container's root as PID sees it before pivot_root (hooks)")
         p.add_argument("-q", "--quiet", action="store_true", help="no summary line")
@@ -83,7 +99,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     text = "OCI hook (createRuntime, createContainer or prestart): reads the state JSON on stdin"
     p = sub.add_parser("oci-hook", help=text, description=text,
                        epilog="exit 0 unless the container would start with wrong files "
-                       "(a bind failed and could not be undone), or --strict and not attached")
+                       "(a bind failed and could not be undone: 6), or --strict and not attached")
     p.add_argument("--strict", action="store_true",
                    help="fail the container when it cannot be attached (server down, ...)")
     _common(p)

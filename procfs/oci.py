@@ -10,7 +10,7 @@ container's init under its rootfs (from the bundle's config.json). Where it runs
   the container's new pid namespace (1); the hook finds it among its ancestors in /proc.
 
 Exit status: 0 unless the container would otherwise start with wrong files: a bind failed and
-could not be undone (1). A container is never left half-attached silently: a failed bind rolls
+could not be undone (6). A container is never left half-attached silently: a failed bind rolls
 back the others and says so on stderr. `--strict` also fails the container whenever it could not
 be attached (server down, ...), with the `attach` exit codes.
 """
@@ -22,9 +22,15 @@ import os
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from procfs.attach import Attacher, AttachError, ExitCode, HalfAttached, served_files, server_dev
-from procfs.errors import ProcfsError
-from procfs.hostproc import HostProc, parse_pid_status
+from procfs.attach import (
+    Attacher,
+    AttachError,
+    ExitCode,
+    HalfAttached,
+    ns_ancestor,
+    served_files,
+    server_dev,
+)
 from procfs.state import StateError
 
 DISABLE_ANNOTATION = "io.procfs.disable"
@@ -93,31 +99,6 @@ class HookState:
         return str(notes.get(DISABLE_ANNOTATION, "")).lower() in TRUE
 
 
-def host_pid(state_pid: int, host: HostProc | None = None, depth: int = 8) -> int:
-    """The init's pid in /proc's namespace: `state_pid` itself in the runtime's namespaces, or
-    the ancestor of ours that is `state_pid` in our (the container's) pid namespace."""
-    host = host or HostProc()
-    try:
-        status = parse_pid_status(host.pid_text("self", "status"))  # type: ignore[arg-type]
-    except ProcfsError:
-        return state_pid
-    if len(status.nspid) <= 1:
-        return state_pid
-    ours = host.pid_ns("self")
-    pid = status.ppid
-    for _ in range(depth):
-        if pid <= 1:
-            break
-        try:
-            st = host.status(pid)
-            if st.nspid and st.nspid[-1] == state_pid and host.pid_ns(pid) == ours:
-                return pid
-        except ProcfsError:
-            break
-        pid = st.ppid
-    raise AttachError(f"cannot find pid {state_pid} of the container among the hook's ancestors")
-
-
 def run_hook(data: bytes, attacher: Attacher, *, strict: bool, stream: IO[str]) -> int:
     """Attach the container described by the OCI state `data`; the hook's exit status."""
     try:
@@ -125,11 +106,11 @@ def run_hook(data: bytes, attacher: Attacher, *, strict: bool, stream: IO[str]) 
         config = state.config()
         if state.disabled(config):
             return ExitCode.OK
-        res = attacher.attach(host_pid(state.pid, attacher.host), rootfs=state.rootfs(config),
+        res = attacher.attach(ns_ancestor(state.pid, attacher.host), rootfs=state.rootfs(config),
                               container_id=state.id or None)
     except HalfAttached as e:
         print(f"procfs oci-hook: {e}", file=stream)
-        return ExitCode.FAILED
+        return ExitCode.HALF_ATTACHED
     except (AttachError, StateError) as e:
         print(f"procfs oci-hook: {e}; the container keeps the host's files", file=stream)
         return int(getattr(e, "code", ExitCode.FAILED)) if strict else ExitCode.OK

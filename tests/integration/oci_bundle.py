@@ -86,14 +86,15 @@ class Bundle:
         with open(os.path.join(self.dir, "config.json"), "w") as f:
             json.dump(self.config, f, indent=1)
         try:
-            return subprocess.run([self.runtime, *self.global_args, "run", "--bundle", self.dir, self.id],
-                                  capture_output=True, text=True, timeout=timeout,
+            argv = [self.runtime, *self.global_args, "run", "--bundle", self.dir, self.id]
+            return subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
                                   stdin=subprocess.DEVNULL)
         finally:
             self.delete()
 
     def delete(self) -> None:
-        subprocess.run([self.runtime, *self.global_args, "delete", "-f", self.id], capture_output=True, check=False)
+        subprocess.run([self.runtime, *self.global_args, "delete", "-f", self.id],
+                       capture_output=True, check=False)
 
     def __enter__(self) -> Bundle:
         return self
