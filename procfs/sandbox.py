@@ -51,7 +51,8 @@ class Limits:
 
 
 class Cgroup:
-    """A cgroup we created, in every hierarchy procfs reads (v1), or the unified one (v2)."""
+    """A cgroup we created, in every hierarchy procfs reads (v1, plus the controller-less v2
+    one on hybrid hosts), or the unified one (v2)."""
 
     def __init__(self, name: str, layout: CgroupLayout | None = None, parent: Cgroup | None = None):
         self.layout = layout or CgroupLayout.from_mountinfo()
@@ -87,8 +88,26 @@ class Cgroup:
                 if ctrl == "cpuset":
                     for f in ("cpuset.cpus", "cpuset.mems"):
                         _write(os.path.join(d, f), _read(os.path.join(top, f)))
+            self._create_hybrid_unified()
         self.apply(limits)
         return self
+
+    def _create_hybrid_unified(self) -> None:
+        """On a hybrid host, a directory of our own in the controller-less v2 hierarchy too:
+        the kernel tracks pressure stall information (cpu/memory/io.pressure) per v2 cgroup,
+        so this gives the container PSI of its own, as a runtime on such a host does."""
+        v2 = self.layout.v2
+        if v2 is None:
+            return
+        top = self.parent.dirs.get("unified") if self.parent else v2.mountpoint
+        if top is None:
+            return
+        d = os.path.join(top, self.name)
+        try:
+            os.mkdir(d)
+        except OSError:  # a read-only or delegated-away v2 mount: PSI stays the host's
+            return
+        self.dirs["unified"] = d
 
     def file(self, controller: str, name: str) -> str:
         return os.path.join(self.dirs["unified" if self.v2 else controller], name)
