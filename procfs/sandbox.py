@@ -234,16 +234,19 @@ class Sandbox:
         ns = ["--pid", "--mount"] + (["--time"] if self.boottime_offset is not None else [])
         return ["nsenter", "--target", str(self.pid), *ns, "--", *argv]
 
-    def popen(self, argv: Sequence[str], **kw: object) -> subprocess.Popen[str]:
-        cg = self.cgroup
+    def popen(self, argv: Sequence[str], cgroup: Cgroup | None = None,
+              **kw: object) -> subprocess.Popen[str]:
+        """Run `argv` inside, in the sandbox's cgroup (or in `cgroup`, a child of it, say)."""
+        cg = cgroup or self.cgroup
         return subprocess.Popen(  # type: ignore[call-overload, no-any-return]
             self.enter_argv(argv), text=True,
             preexec_fn=(lambda: cg.add(os.getpid())) if cg else None, **kw,
         )
 
     def run(self, argv: Sequence[str], timeout: float = 30.0, check: bool = True,
-            input: str | None = None) -> subprocess.CompletedProcess[str]:
-        p = self.popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            input: str | None = None, cgroup: Cgroup | None = None,
+            ) -> subprocess.CompletedProcess[str]:
+        p = self.popen(argv, cgroup, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                        stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL)
         try:
             out, err = p.communicate(input=input, timeout=timeout)
