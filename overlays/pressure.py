@@ -31,11 +31,19 @@ class PressureSnapshot:
     lines: tuple[PressureLine, ...]
 
 
+def _number(text: str) -> int | None:
+    """Plain ASCII digits (no sign, no other scripts' digits, not absurdly long)."""
+    if not (text.isascii() and text.isdigit() and len(text) <= 30):
+        return None
+    return int(text)
+
+
 def _centi(text: str) -> int | None:
     whole, _, frac = text.partition(".")
-    if not whole.isdigit() or (frac and not frac.isdigit()):
+    w, f = _number(whole), _number((frac + "00")[:2])
+    if w is None or f is None or (frac and _number(frac) is None):
         return None
-    return int(whole) * 100 + int((frac + "00")[:2])
+    return w * 100 + f
 
 
 def parse_line(line: str) -> PressureLine | None:
@@ -49,11 +57,11 @@ def parse_line(line: str) -> PressureLine | None:
             return None
         values[key] = value
     avgs = [_centi(values.get(w, "")) for w in WINDOWS]
-    total = values.get("total", "")
-    if any(a is None for a in avgs) or not total.isdigit():
+    total = _number(values.get("total", ""))
+    if any(a is None for a in avgs) or total is None:
         return None
     a10, a60, a300 = (a or 0 for a in avgs)
-    return PressureLine(parts[0], (a10, a60, a300), int(total))
+    return PressureLine(parts[0], (a10, a60, a300), total)
 
 
 def parse(text: str) -> PressureSnapshot:

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from overlays.diskstats import DiskCounters
 from procfs.cgroup_layout import CgroupDirs
 from procfs.errors import CgroupGone
-from procfs.sysfiles import read_optional
+from procfs.sysfiles import parse_int, read_optional
 
 Device = tuple[int, int]
 # v1 blkio "recursive stat" file: per device, one count per operation.
@@ -27,9 +27,15 @@ SCHED_PREFIXES = ("blkio.", "blkio.bfq.")
 
 def parse_device(text: str) -> Device | None:
     major, sep, minor = text.partition(":")
-    if not sep or not major.isdigit() or not minor.isdigit():
+    numbers = (_count(major), _count(minor))
+    if not sep or numbers[0] is None or numbers[1] is None:
         return None
-    return int(major), int(minor)
+    return numbers[0], numbers[1]
+
+
+def _count(text: str) -> int | None:
+    """A counter: plain ASCII digits only (no sign, no 'max', no other scripts' digits)."""
+    return parse_int(text) if text.isascii() and text.isdigit() else None
 
 
 def parse_io_stat(text: str) -> dict[Device, DiskCounters]:
@@ -46,8 +52,9 @@ def parse_io_stat(text: str) -> dict[Device, DiskCounters]:
         values: dict[str, int] = {}
         for part in parts[1:]:
             key, sep, value = part.partition("=")
-            if sep and value.isdigit():
-                values[key] = int(value)
+            number = _count(value)
+            if sep and number is not None:
+                values[key] = number
         out[dev] = DiskCounters(
             reads=values.get("rios", 0),
             read_bytes=values.get("rbytes", 0),
@@ -65,11 +72,10 @@ def parse_rwstat(text: str | None) -> RwStat:
     out: RwStat = {}
     for line in (text or "").splitlines():
         parts = line.split()
-        if len(parts) != 3 or not parts[2].isdigit():
-            continue
-        dev = parse_device(parts[0])
-        if dev is not None:
-            out.setdefault(dev, {})[parts[1]] = int(parts[2])
+        number = _count(parts[2]) if len(parts) == 3 else None
+        dev = parse_device(parts[0]) if number is not None else None
+        if dev is not None and number is not None:
+            out.setdefault(dev, {})[parts[1]] = number
     return out
 
 

@@ -86,6 +86,10 @@ def test_pressure_drops_garbled_lines() -> None:
     assert pressure.render(pressure.parse(text)).decode() == (
         "full avg10=1.50 avg60=2.00 avg300=3.00 total=9\n")
     assert pressure.parse("").lines == ()
+    odd = ("some avg10=\u00b2.00 avg60=0.00 avg300=0.00 total=1\n"
+           f"some avg10=0.00 avg60=0.00 avg300=0.00 total={'9' * 5000}\n"
+           "some avg10=-1.00 avg60=0.00 avg300=0.00 total=1\n")
+    assert pressure.parse(odd).lines == ()
 
 
 @given(st.text())

@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from overlays.diskstats import DiskCounters
 from procfs import cgroup_io
@@ -16,6 +18,7 @@ from procfs.nodes import Caller, OverlayNode
 from procfs.resolve import Container
 from procfs.services import Config, Services
 from procfs.views_io import IoViews, io_nodes
+from tests.trees import FakeHost, v1_cgroup, v2_cgroup, write
 
 HOST_DISKSTATS = (
     "   8       0 sda 100 1 2000 30 200 2 4000 40 0 50 70 0 0 0 0 5 6\n"
@@ -41,14 +44,10 @@ IO_STAT = (
 )
 
 
-def write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-
-
 @pytest.fixture
 def host(tmp_path: Path) -> HostProc:
-    proc, sys = tmp_path / "proc", tmp_path / "sys"
+    fake = FakeHost(tmp_path / "host")
+    proc, sys = fake.proc, fake.sys
     write(proc / "diskstats", HOST_DISKSTATS)
     write(proc / "slabinfo", HOST_SLAB)
     for kind in ("cpu", "memory", "io"):
@@ -60,39 +59,38 @@ def host(tmp_path: Path) -> HostProc:
 
 def v2_tree(tmp_path: Path) -> tuple[CgroupLayout, Path]:
     root = tmp_path / "cgroup"
-    write(root / "cgroup.controllers", "cpuset cpu io memory pids\n")
-    ctr = root / "kubepods" / "pod1"
-    write(ctr / "io.stat", IO_STAT)
-    write(ctr / "memory.pressure", "some avg10=12.50 avg60=3.00 avg300=0.70 total=987654\n"
-                                   "full avg10=10.00 avg60=2.00 avg300=0.50 total=876543\n")
-    write(ctr / "cpu.pressure", "some avg10=0.00 avg60=0.00 avg300=0.00 total=0\n"
-                                "full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n")
-    write(ctr / "io.pressure", "nonsense\n")
+    ctr = v2_cgroup(root, "/kubepods/pod1", {
+        "io.stat": IO_STAT,
+        "memory.pressure": "some avg10=12.50 avg60=3.00 avg300=0.70 total=987654\n"
+                           "full avg10=10.00 avg60=2.00 avg300=0.50 total=876543\n",
+        "cpu.pressure": "some avg10=0.00 avg60=0.00 avg300=0.00 total=0\n"
+                        "full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n",
+        "io.pressure": "nonsense\n",
+    })
     return CgroupLayout.from_directory(str(root)), ctr
 
 
 def v1_tree(tmp_path: Path) -> tuple[CgroupLayout, Path, Path]:
     """A hybrid host: v1 blkio and memory, the controller-less v2 hierarchy at `unified`."""
     root = tmp_path / "cgroup"
-    blk = root / "blkio" / "ctr"
-    write(blk / "blkio.throttle.io_service_bytes_recursive",
-          "254:0 Read 94208\n254:0 Write 67108864\n254:0 Sync 67203072\n254:0 Async 0\n"
-          "254:0 Discard 0\n254:0 Total 67203072\n"
-          "8:0 Read 0\n8:0 Write 0\n8:0 Total 0\n"  # a throttle rule, no I/O: omitted
-          "Total 67203072\n")
-    write(blk / "blkio.throttle.io_serviced_recursive",
-          "254:0 Read 3\n254:0 Write 128\n254:0 Sync 131\n254:0 Async 0\n254:0 Discard 0\n"
-          "254:0 Total 131\nbad line here\nTotal 131\n")
-    # BFQ statistics for sda (with its debug files): requests, merges, times in ns.
-    write(blk / "blkio.bfq.io_service_bytes_recursive", "8:16 Read 8192\n8:16 Write 4096\n")
-    write(blk / "blkio.bfq.io_serviced_recursive", "8:16 Read 2\n8:16 Write 1\n")
-    write(blk / "blkio.bfq.io_merged_recursive", "8:16 Read 1\n8:16 Write 3\n")
-    write(blk / "blkio.bfq.io_service_time_recursive", "8:16 Read 5000000\n8:16 Write 7000000\n")
-    write(blk / "blkio.bfq.io_wait_time_recursive", "8:16 Read 2000000\n8:16 Write 1000000\n")
-    mem = root / "memory" / "ctr"
-    write(mem / "memory.kmem.slabinfo", "")
-    (root / "unified" / "ctr").mkdir(parents=True)
-    write(root / "unified" / "cgroup.procs", "")
+    blk = v1_cgroup(root, "blkio", "/ctr", {
+        "blkio.throttle.io_service_bytes_recursive":
+            "254:0 Read 94208\n254:0 Write 67108864\n254:0 Sync 67203072\n254:0 Async 0\n"
+            "254:0 Discard 0\n254:0 Total 67203072\n"
+            "8:0 Read 0\n8:0 Write 0\n8:0 Total 0\n"  # a throttle rule, no I/O: omitted
+            "Total 67203072\n",
+        "blkio.throttle.io_serviced_recursive":
+            "254:0 Read 3\n254:0 Write 128\n254:0 Sync 131\n254:0 Async 0\n254:0 Discard 0\n"
+            "254:0 Total 131\nbad line here\nTotal 131\n",
+        # BFQ statistics for sdb (with its debug files): requests, merges, times in ns.
+        "blkio.bfq.io_service_bytes_recursive": "8:16 Read 8192\n8:16 Write 4096\n",
+        "blkio.bfq.io_serviced_recursive": "8:16 Read 2\n8:16 Write 1\n",
+        "blkio.bfq.io_merged_recursive": "8:16 Read 1\n8:16 Write 3\n",
+        "blkio.bfq.io_service_time_recursive": "8:16 Read 5000000\n8:16 Write 7000000\n",
+        "blkio.bfq.io_wait_time_recursive": "8:16 Read 2000000\n8:16 Write 1000000\n",
+    })
+    mem = v1_cgroup(root, "memory", "/ctr", {"memory.kmem.slabinfo": ""})
+    v1_cgroup(root, "unified", "/ctr", {})
     return CgroupLayout.from_directory(str(root)), blk, mem
 
 
@@ -111,6 +109,21 @@ def test_io_stat_several_devices_and_malformed_lines() -> None:
     assert stats[(8, 0)] == DiskCounters(reads=1, read_bytes=4096)
     assert stats[(8, 48)] == DiskCounters(writes=1, write_bytes=512)
     assert set(stats) == {(254, 0), (8, 0), (253, 0), (8, 32), (9, 9), (8, 48)}
+
+
+@given(st.text())
+def test_io_parsers_never_raise(text: str) -> None:
+    for dev, counters in cgroup_io.parse_io_stat(text).items():
+        assert min(dev) >= 0 and min(counters.fields()) >= 0
+    for dev, ops in cgroup_io.parse_rwstat(text).items():
+        assert min(dev) >= 0 and min(ops.values()) >= 0
+
+
+def test_odd_numbers_are_garbage() -> None:
+    big = "9" * 5000  # more digits than int() takes
+    assert cgroup_io.parse_io_stat(f"8:0 rbytes=\u00b2 wbytes={big} rios=-1 wios=+2\n") == {
+        (8, 0): DiskCounters()}
+    assert cgroup_io.parse_rwstat(f"8:0 Read \u00b2\n{big}:0 Read 1\n8:0 Write -1\n") == {}
 
 
 def test_rwstat_skips_garbage() -> None:
@@ -256,8 +269,6 @@ def test_slabinfo(tmp_path: Path, host: HostProc) -> None:
 
 
 def services(tmp_path: Path, host: HostProc) -> Services:
-    os.makedirs(host.path("self", "ns"), exist_ok=True)
-    os.symlink("pid:[4026531836]", host.path("self", "ns", "pid"))
     v2_tree(tmp_path)
     config = Config(proc_root=host.proc_root, sys_root=host.sys_root,
                     cgroup_root=str(tmp_path / "cgroup"))
