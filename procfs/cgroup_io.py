@@ -27,10 +27,10 @@ SCHED_PREFIXES = ("blkio.", "blkio.bfq.")
 
 def parse_device(text: str) -> Device | None:
     major, sep, minor = text.partition(":")
-    numbers = (_count(major), _count(minor))
-    if not sep or numbers[0] is None or numbers[1] is None:
+    a, b = _count(major), _count(minor)
+    if not sep or a is None or b is None:
         return None
-    return numbers[0], numbers[1]
+    return a, b
 
 
 def _count(text: str) -> int | None:
