@@ -158,3 +158,39 @@ def test_state_file_is_json_the_recovery_can_read(bare: Sandbox, server: Server,
         assert entry["start_ticks"] == int(f.read().rpartition(")")[2].split()[19])
     bare.stop()
     assert StateFile(state_path).prune() == []
+
+
+def test_lxc_mount_hook(server: Server, make_cgroup: Callable[..., Cgroup],
+                        state_path: str) -> None:
+    """contrib/lxc/lxc.mount.hook as LXC runs it: in the container's new pid and mount
+    namespaces, after its /proc, /sys and /dev are mounted under the rootfs, before the root
+    changes (here a chroot), with LXC_ROOTFS_MOUNT set."""
+    hook = os.path.join(os.path.dirname(__file__), "../../contrib/lxc/lxc.mount.hook")
+    cg = make_cgroup(Limits(memory=256 * MIB, cpus="0"))
+    with tempfile.TemporaryDirectory(prefix="procfs-lxc-") as root:
+        for d in ("proc", "sys", "dev", "usr"):
+            os.mkdir(os.path.join(root, d))
+        for name in ("bin", "lib", "lib64", "sbin"):
+            if os.path.islink("/" + name):
+                os.symlink(os.readlink("/" + name), os.path.join(root, name))
+        script = (f"mount --rbind /usr {root}/usr && mount -t proc proc {root}/proc && "
+                  f"mount -t sysfs sysfs {root}/sys && mount -t tmpfs tmpfs {root}/dev && "
+                  f"{hook} && exec chroot {root} sh -c "
+                  "'free -b | grep ^Mem:; getconf _NPROCESSORS_ONLN; ls /dev/kmsg 2>&1 || :'")
+        env = {**os.environ, "LXC_ROOTFS_MOUNT": root, "LXC_NAME": "t",
+               "PROCFS_MOUNT": server.mountpoint, "PROCFS_STATE": state_path,
+               "PROCFS": os.path.join(os.path.dirname(sys.executable), "procfs")}
+        r = subprocess.run(["unshare", "--pid", "--fork", "--mount", "--propagation", "private",
+                            "sh", "-ec", script], env=env, capture_output=True, text=True,
+                           timeout=30, preexec_fn=lambda: cg.add(os.getpid()))
+    assert r.returncode == 0, r.stderr
+    mem, online = r.stdout.splitlines()[:2]
+    assert int(mem.split()[1]) == 268435456 and online == "1"
+    entries = StateFile(state_path).load()
+    assert len(entries) == 1 and entries[0].rootfs == root
+    assert "proc/meminfo" in entries[0].files
+    # recorded: the container's init (pid 1 inside), not the hook's shell
+    assert entries[0].pidns != os.stat("/proc/self/ns/pid").st_ino
+    if "dev/kmsg" in served_files(server.mountpoint):  # created empty, then bound
+        assert r.stdout.splitlines()[2] == "/dev/kmsg"
+        assert "dev/kmsg" in entries[0].created
