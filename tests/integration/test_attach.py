@@ -194,3 +194,11 @@ def test_lxc_mount_hook(server: Server, make_cgroup: Callable[..., Cgroup],
     if "dev/kmsg" in served_files(server.mountpoint):  # created empty, then bound
         assert r.stdout.splitlines()[2] == "/dev/kmsg"
         assert "dev/kmsg" in entries[0].created
+
+
+def test_sandbox_can_attach_with_procfs_attach(server: Server,
+                                               make_cgroup: Callable[..., Cgroup]) -> None:
+    cg = make_cgroup(Limits(memory=256 * MIB, cpus="0"))
+    with Sandbox(cg, server.mountpoint, attach=True) as sb:
+        assert free_total(sb) == 268435456
+        assert set(binds(sb.pid).values()) == {1}
