@@ -93,6 +93,10 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--mount", default=None, help="the server of this mountpoint (default: all)")
     r.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for each")
     r.set_defaults(func=_reload)
+
+    from procfs.attach_cli import add_parsers
+
+    add_parsers(sub)  # attach, detach, oci-hook, docker-flags
     return p
 
 

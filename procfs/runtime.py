@@ -19,13 +19,11 @@ from typing import Any
 
 from procfs.errors import ProcfsError
 from procfs.hostproc import HostProc
-
-DEFAULT_STATE_DIR = "/run/procfs"
-
+from procfs.state import default_path
 
 def state_dir() -> str:
-    """The state directory: $PROCFS_STATE_DIR (tests, several servers side by side) or /run."""
-    return os.environ.get("PROCFS_STATE_DIR") or DEFAULT_STATE_DIR
+    """The directory of the attachment state file (/run/procfs; $PROCFS_STATE moves both)."""
+    return os.path.dirname(os.path.abspath(default_path()))
 
 
 def write_json(path: str, data: Any) -> None:

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from procfs.hostproc import HostProc
+from procfs.attach import Attacher
 from procfs.sandbox import Limits, Sandbox, Server, container, served_paths
+from procfs.state import StateFile
 
 MIB = 1 << 20
 REPO = Path(__file__).resolve().parents[2]
@@ -70,7 +71,9 @@ else:
 def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     d = tmp_path / "state"
     d.mkdir()
-    monkeypatch.setenv("PROCFS_STATE_DIR", str(d))  # the servers and the CLI we start
+    # The attachment state file, and beside it the server records, of the servers and the
+    # commands we start.
+    monkeypatch.setenv("PROCFS_STATE", str(d / "attached.json"))
     return d
 
 
@@ -117,7 +120,6 @@ def test_reload_five_times_under_load(own_server: Server, tmp_path: Path) -> Non
 
 
 def test_kill9_then_restart_repairs_attached(state_dir: Path) -> None:
-    host = HostProc()
     with ExitStack() as stack:
         first = Server()
         stack.callback(first.stop)
@@ -128,10 +130,9 @@ def test_kill9_then_restart_repairs_attached(state_dir: Path) -> None:
                  for mib in (64, 128)}
         gone = Sandbox(None, mount).start()  # attached, then vanishes before the restart
         stack.callback(gone.stop)
-        entries = [{"pid": sb.pid, "start": host.stat(sb.pid).start_ticks, "mountpoint": mount,
-                    "files": {rel: "/" + rel for rel in files}}
-                   for sb in [*boxes.values(), gone]]
-        (state_dir / "attached.json").write_text(json.dumps({"containers": entries}))
+        attacher = Attacher(mount, StateFile())  # as `procfs attach PID` records them
+        for sb in [*boxes.values(), gone]:
+            assert sorted(attacher.attach(sb.pid).kept) == files
         for mib, sb in boxes.items():
             assert mem_total(sb) == mib * 1024
         # A reader that keeps its file open across the crash (as top does).
@@ -163,7 +164,11 @@ def test_kill9_then_restart_repairs_attached(state_dir: Path) -> None:
             out = sb.run(["grep", "-c", "^processor", "/proc/cpuinfo"], check=False)
             assert out.returncode == 0, out.stderr + second.log()
             assert mem_total(sb) == mib * 1024
-        assert "init exited" in second.log()  # the vanished one was skipped
+        lines = [json.loads(line.split("reattach: ", 1)[1])
+                 for line in second.log().splitlines() if "reattach: {" in line]
+        assert sorted(r["pid"] for r in lines) == sorted(sb.pid for sb in boxes.values())
+        assert all(sorted(r["replaced"]) == files for r in lines)  # and the vanished skipped
+        assert [a.pid for a in StateFile().load()] == [sb.pid for sb in boxes.values()]
         # A file opened before the crash stays dead: only a new open reaches the new server.
         out, err = holder.communicate("go\n", timeout=10)
         assert out.strip() == "107", err  # ENOTCONN
