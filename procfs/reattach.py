@@ -23,7 +23,7 @@ import sys
 
 import trio
 
-from procfs.attach import AttachError, Attacher
+from procfs.attach import Attacher, AttachError
 from procfs.errors import ProcfsError
 from procfs.state import Attachment, StateFile
 

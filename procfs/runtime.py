@@ -21,6 +21,7 @@ from procfs.errors import ProcfsError
 from procfs.hostproc import HostProc
 from procfs.state import default_path
 
+
 def state_dir() -> str:
     """The directory of the attachment state file (/run/procfs; $PROCFS_STATE moves both)."""
     return os.path.dirname(os.path.abspath(default_path()))

@@ -334,6 +334,7 @@ class Server:
         if not is_mounted(self.mountpoint):
             return False
         try:
+            os.statvfs(self.mountpoint)  # ENOTCONN while the dead one is there (stat may not)
             parent = os.stat(os.path.dirname(os.path.abspath(self.mountpoint)))
             return os.stat(self.mountpoint).st_dev != parent.st_dev
         except OSError:

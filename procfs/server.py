@@ -63,7 +63,9 @@ def take_over_dead_mount(path: str) -> bool:
     if record is not None and record.alive():
         raise UsageError(f"mountpoint {path} is served by pid {record.pid}")
     try:
-        os.stat(path)  # a live server answers; only a dead connection says ENOTCONN
+        # A live server answers; a dead connection says ENOTCONN. statfs, not stat: the kernel
+        # answers stat from its attribute cache for a while after the server died.
+        os.statvfs(path)
     except OSError as e:
         if e.errno != errno.ENOTCONN:
             raise

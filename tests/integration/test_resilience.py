@@ -142,7 +142,11 @@ def test_kill9_then_restart_repairs_attached(state_dir: Path) -> None:
         assert holder.stdout is not None and holder.stdout.readline() == "open\n"
 
         first.kill()
+        gone_pid = gone.pid
         gone.stop()
+        deadline = time.monotonic() + 10
+        while os.path.exists(f"/proc/{gone_pid}") and time.monotonic() < deadline:
+            time.sleep(0.05)  # reaped by whoever inherited it
         for sb in boxes.values():  # between the crash and the repair: ENOTCONN
             out = sb.run(["cat", "/proc/meminfo"], check=False)
             assert out.returncode != 0 and "not connected" in out.stderr
@@ -164,7 +168,7 @@ def test_kill9_then_restart_repairs_attached(state_dir: Path) -> None:
             out = sb.run(["grep", "-c", "^processor", "/proc/cpuinfo"], check=False)
             assert out.returncode == 0, out.stderr + second.log()
             assert mem_total(sb) == mib * 1024
-        lines = [json.loads(line.split("reattach: ", 1)[1])
+        lines = [json.loads(line[line.index("{"):])
                  for line in second.log().splitlines() if "reattach: {" in line]
         assert sorted(r["pid"] for r in lines) == sorted(sb.pid for sb in boxes.values())
         assert all(sorted(r["replaced"]) == files for r in lines)  # and the vanished skipped
