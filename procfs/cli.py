@@ -46,6 +46,10 @@ def parser() -> argparse.ArgumentParser:
                    help="CPU count: cpuset capped by quota (default), or the cpuset alone")
     s.add_argument("--fuse-debug", action="store_true", help="libfuse's request log")
     s.set_defaults(func=_serve)
+
+    from procfs.attach_cli import add_parsers
+
+    add_parsers(sub)  # attach, detach, oci-hook, docker-flags
     return p
 
 

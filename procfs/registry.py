@@ -11,6 +11,7 @@ from collections.abc import Callable
 from procfs.hostproc import HostProc
 from procfs.nodes import FileNode, OverlayNode
 from procfs.services import Services
+from procfs.views_io import io_nodes
 from procfs.views_time import TimeViews
 
 CPU_DIR = "sys/devices/system/cpu"
@@ -50,4 +51,4 @@ def time_nodes(s: Services) -> list[FileNode]:
 
 
 def all_nodes(s: Services) -> list[FileNode]:
-    return [*memory_and_cpu_nodes(s), *time_nodes(s)]
+    return [*memory_and_cpu_nodes(s), *io_nodes(s), *time_nodes(s)]

@@ -51,7 +51,8 @@ class Limits:
 
 
 class Cgroup:
-    """A cgroup we created, in every hierarchy procfs reads (v1), or the unified one (v2)."""
+    """A cgroup we created, in every hierarchy procfs reads (v1, plus the controller-less v2
+    one on hybrid hosts), or the unified one (v2)."""
 
     def __init__(self, name: str, layout: CgroupLayout | None = None, parent: Cgroup | None = None):
         self.layout = layout or CgroupLayout.from_mountinfo()
@@ -87,8 +88,26 @@ class Cgroup:
                 if ctrl == "cpuset":
                     for f in ("cpuset.cpus", "cpuset.mems"):
                         _write(os.path.join(d, f), _read(os.path.join(top, f)))
+            self._create_hybrid_unified()
         self.apply(limits)
         return self
+
+    def _create_hybrid_unified(self) -> None:
+        """On a hybrid host, a directory of our own in the controller-less v2 hierarchy too:
+        the kernel tracks pressure stall information (cpu/memory/io.pressure) per v2 cgroup,
+        so this gives the container PSI of its own, as a runtime on such a host does."""
+        v2 = self.layout.v2
+        if v2 is None:
+            return
+        top = self.parent.dirs.get("unified") if self.parent else v2.mountpoint
+        if top is None:
+            return
+        d = os.path.join(top, self.name)
+        try:
+            os.mkdir(d)
+        except OSError:  # a read-only or delegated-away v2 mount: PSI stays the host's
+            return
+        self.dirs["unified"] = d
 
     def file(self, controller: str, name: str) -> str:
         return os.path.join(self.dirs["unified" if self.v2 else controller], name)
@@ -144,10 +163,9 @@ class Cgroup:
 
 
 def served_paths(mount: str) -> list[str]:
-    out: list[str] = []
-    for root, _, files in os.walk(mount):
-        out.extend(os.path.relpath(os.path.join(root, f), mount) for f in files)
-    return sorted(out)
+    from procfs.attach import served_files
+
+    return served_files(mount)
 
 
 class Sandbox:
@@ -161,11 +179,13 @@ class Sandbox:
         *,
         boottime_offset: int | None = None,
         files: Sequence[str] | None = None,
+        attach: bool = False,
     ) -> None:
         self.cgroup = cgroup
         self.mount = mount
         self.boottime_offset = boottime_offset
         self.files = files
+        self.attach = attach  # bind with `procfs attach` (procfs.attach) instead of a script
         self.proc: subprocess.Popen[bytes] | None = None
         self.pid = 0  # the init, as seen from the host
 
@@ -185,7 +205,8 @@ class Sandbox:
                 "--mount-proc"]
         if self.boottime_offset is not None:
             argv += ["--time", "--boottime", str(self.boottime_offset)]
-        script = self._binds() + "\necho ready\nexec sleep infinity\n"
+        binds = "" if self.attach else self._binds()
+        script = binds + "\necho ready\nexec sleep infinity\n"
         argv += ["sh", "-ec", script]
         cg = self.cgroup
         self.proc = subprocess.Popen(
@@ -198,6 +219,14 @@ class Sandbox:
             self.stop()
             raise RuntimeError("sandbox init failed to start")
         self.pid = self._child_of(self.proc.pid, timeout)
+        if self.attach and self.mount is not None:
+            from procfs.attach import Attacher
+
+            try:
+                Attacher(self.mount).attach(self.pid, files=self.files)
+            except BaseException:
+                self.stop()
+                raise
         return self
 
     @staticmethod
