@@ -317,3 +317,23 @@ async def test_container_without_a_cgroup_of_its_own_sees_the_hosts_cpu_lines(
     # 990 s on 8 CPUs at the host's idle share (12500 of 12662 ticks)
     up, idle = (float(x) for x in t.uptime(c).split())
     assert up == 990.0 and idle == pytest.approx(990 * 8 * 12500 / 12662, abs=0.01)
+
+
+async def test_a_rewound_read_renders_afresh_like_top_does(tmp_path: Path) -> None:
+    """top keeps /proc/stat open and reads it again from offset 0 on every refresh."""
+    w = make_world(tmp_path, 2)
+    w.cpu_seconds(1, 0)
+    ops = w.ops()
+    info = await ops.open(inode_of(ops, "proc/stat"), os.O_RDONLY, Ctx(51))
+    head = await ops.read(info.fh, 0, 10)
+    w.cpu_seconds(50, 0)
+    rest = await ops.read(info.fh, 10, 1 << 16)  # the same pass: the same generation
+    assert cpu_rows_of((head + rest).decode())["cpu"][0] == 100
+    again = await ops.read(info.fh, 0, 1 << 16)  # lseek(0) + read: a new generation
+    assert cpu_rows_of(again.decode())["cpu"][0] == 5000
+    await ops.release(info.fh)
+
+
+def cpu_rows_of(text: str) -> dict[str, list[int]]:
+    return {x.split()[0]: [int(v) for v in x.split()[1:]] for x in text.splitlines()
+            if x.startswith("cpu")}
