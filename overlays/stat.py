@@ -39,15 +39,21 @@ class CpuTimes:
         return cls(*padded)
 
 
-def busy_idle(busy: tuple[tuple[int, int], ...], wall: int) -> tuple[CpuTimes, ...]:
+def busy_idle(busy: tuple[tuple[int, int], ...], wall: int,
+              steal: tuple[int, ...] = ()) -> tuple[CpuTimes, ...]:
     """Per-CPU (user, system) ticks and the container's wall time in ticks → cpuN lines whose
-    columns add up to the wall time. A CPU busier than the wall time (CPU time the cgroup spent
-    before its init started, clock granularity) gets idle 0, never a negative one."""
+    columns add up to the wall time. `steal`: ticks the container's tasks were runnable but
+    waited for a CPU (the host's other load, or the container's own quota), shown as steal as a
+    hypervisor shows it to a VM, capped at the time left. A CPU busier than the wall time (CPU
+    time the cgroup spent before its init started, clock granularity) gets idle 0, never a
+    negative one."""
     wall = max(wall, 0)
     out = []
-    for user, system in busy:
+    for i, (user, system) in enumerate(busy):
         user, system = max(user, 0), max(system, 0)
-        out.append(CpuTimes(user=user, system=system, idle=max(wall - user - system, 0)))
+        left = max(wall - user - system, 0)
+        stolen = min(max(steal[i] if i < len(steal) else 0, 0), left)
+        out.append(CpuTimes(user=user, system=system, idle=left - stolen, steal=stolen))
     return tuple(out)
 
 

@@ -148,6 +148,7 @@ class TaskCount:
     blocked: int  # state D
     total: int  # threads
     newest_pid: int  # the largest pid, in the container's namespace, of its live tasks
+    waited_ns: int = 0  # time its live tasks spent runnable but waiting for a CPU (schedstat)
 
     @property
     def active(self) -> int:
@@ -194,7 +195,7 @@ def count_tasks(host: HostProc, dirs: CgroupDirs, level: int) -> TaskCount | Non
     if where is None:
         return None
     tids = list_tasks(*where)
-    running = blocked = total = 0
+    running = blocked = total = waited = 0
     for tid in tids:
         try:
             state = host.stat(tid).state
@@ -203,7 +204,17 @@ def count_tasks(host: HostProc, dirs: CgroupDirs, level: int) -> TaskCount | Non
         total += 1
         running += state == "R"
         blocked += state == "D"
-    return TaskCount(running, blocked, total, newest_pid(host, tids, level))
+        waited += run_delay(host, tid)
+    return TaskCount(running, blocked, total, newest_pid(host, tids, level), waited)
+
+
+def run_delay(host: HostProc, tid: int) -> int:
+    """ns the task spent on a runqueue waiting for a CPU (/proc/PID/schedstat, 2nd field)."""
+    try:
+        fields = parse_ints(host.pid_text(tid, "schedstat"))
+    except (ProcfsError, OSError):  # exited, or a kernel without schedstats
+        return 0
+    return fields[1] if len(fields) > 1 else 0
 
 
 def newest_pid(host: HostProc, tids: list[int], level: int) -> int:

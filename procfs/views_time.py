@@ -106,21 +106,23 @@ class TimeViews:
             level = 0
         return count_tasks(self.host, c.cgroups, level)
 
-    def cpu_times(self, c: Container, up: float, usage: CpuUsage | None) -> tuple[CpuTimes, ...]:
+    def cpu_times(self, c: Container, up: float, usage: CpuUsage | None,
+                  waited_ns: int = 0) -> tuple[CpuTimes, ...]:
         view = self.views.cpu_view(c)
         if usage is None:
             return self._last.cpus(c.key, self.host_cpus(view.cpus))
         tick_ns = NS // self.hz
         busy = tuple((u // tick_ns, s // tick_ns) for u, s in spread(usage, view.cpus))
-        return self._last.cpus(c.key, stat.busy_idle(busy, int(up * self.hz)))
+        steal = tuple(w // tick_ns for w, _ in spread(CpuUsage(waited_ns, 0), view.cpus))
+        return self._last.cpus(c.key, stat.busy_idle(busy, int(up * self.hz), steal))
 
     # Renderers, one per file.
 
     def stat(self, c: Container) -> bytes:
         host_text = self.host.text("stat")
         up = self.uptime_seconds(c)
-        cpus = self.cpu_times(c, up, read_cpu_usage(c.cgroups, self.hz))
         tasks = self.count_tasks(c) or TaskCount(0, 0, 0, 0)
+        cpus = self.cpu_times(c, up, read_cpu_usage(c.cgroups, self.hz), tasks.waited_ns)
         btime = int(self.realtime() - up)
         return stat.render(stat.StatSnapshot(host_text, cpus, btime, tasks.newest_pid,
                                              tasks.running, tasks.blocked))

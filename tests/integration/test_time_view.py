@@ -90,21 +90,17 @@ def test_busy_and_idle_containers_side_by_side(make_container, make_cgroup) -> N
             assert re.fullmatch(r"\d+\.\d\d \d+\.\d\d \d+\.\d\d \d+/\d+ \d+\n",
                                 sb.sh("cat /proc/loadavg"))
         read_twice = "cat /proc/stat; echo --; sleep 1; cat /proc/stat"
-        shares = []
-        for _ in range(3):  # a loaded machine may starve one window; the counters must agree
-            before_ns = cgroup_usage_ns(busy.cgroup)
-            first, second = busy.sh(read_twice).split("--\n")
-            used_s = (cgroup_usage_ns(busy.cgroup) - before_ns) / 1e9
-            a, b = cpu_rows(first), cpu_rows(second)
-            assert list(a) == ["cpu", "cpu0"]  # quota 1 CPU: one CPU line
-            share = busy_share(a["cpu"], b["cpu"])
-            shares.append(share)
-            # what the view calls busy is what the cgroup used (ticks vs ns, two reads apart)
-            busy_ticks = sum(b["cpu"][:3]) - sum(a["cpu"][:3])
-            assert abs(busy_ticks / 100 - used_s) <= 0.25, (busy_ticks, used_s)
-            if share >= 0.8:
-                break
-        assert max(shares) >= 0.8, shares
+        before_ns = cgroup_usage_ns(busy.cgroup)
+        first, second = busy.sh(read_twice).split("--\n")
+        used_s = (cgroup_usage_ns(busy.cgroup) - before_ns) / 1e9
+        a, b = cpu_rows(first), cpu_rows(second)
+        assert list(a) == ["cpu", "cpu0"]  # quota 1 CPU: one CPU line
+        # Busy as top counts it: everything but idle. On a loaded host part of it is steal
+        # (the task was runnable but waited for a CPU), as a VM shows its host's contention.
+        assert busy_share(a["cpu"], b["cpu"]) >= 0.8, (a, b)
+        # what the view calls user + system is what the cgroup used, read from the host
+        busy_ticks = sum(b["cpu"][:3]) - sum(a["cpu"][:3])
+        assert abs(busy_ticks / 100 - used_s) <= 0.25, (busy_ticks, used_s)
         first, second = idle.sh(read_twice).split("--\n")
         assert busy_share(cpu_rows(first)["cpu"], cpu_rows(second)["cpu"]) <= 0.10
         # top sees one CPU and its busy task inside the busy container

@@ -120,9 +120,12 @@ def test_count_tasks_walks_sub_cgroups_on_v1_and_v2(tmp_path: Path) -> None:
     v1 = tmp_path / "v1"
     v1_cgroup(v1, "cpu,cpuacct", "/box", {"tasks": "50\n51\n99\n"})
     v1_cgroup(v1, "cpu,cpuacct", "/box/inner", {"tasks": "52\n53\n"})
+    (host.proc / "51/schedstat").write_text("100 2500 7\n")
+    (host.proc / "53/schedstat").write_text("100 500 7\n")
     for root, line in ((v2, "0::/box\n"), (v1, "4:cpu,cpuacct:/box\n")):
         t = count_tasks(hp, dirs_of(root, line), level=2)
         assert t is not None
         assert (t.running, t.blocked, t.total, t.newest_pid, t.active) == (2, 1, 4, 9, 3)
+        assert t.waited_ns == 3000
     # no cgroup of its own: nothing to count in (the host's whole tree is not walked)
     assert count_tasks(hp, dirs_of(v2, "0::/\n"), level=2) is None

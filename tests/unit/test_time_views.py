@@ -219,6 +219,9 @@ def test_idle_is_never_negative(tmp_path: Path, version: int) -> None:
 def test_stat_columns_add_up_to_the_wall_time(tmp_path: Path, version: int) -> None:
     w = make_world(tmp_path, version)
     w.cpu_seconds(30, 10)
+    # 51 waited 4 s for a CPU (runnable, not running): steal, spread over the view's CPUs
+    (w.host.proc / "51/schedstat").write_text("123 4000000000 9\n")
+    (w.host.proc / "52/schedstat").write_text("garbage\n")
     c = w.container()
     text = w.times().stat(c).decode()
     rows = {x.split()[0]: [int(v) for v in x.split()[1:]] for x in text.splitlines()
@@ -227,6 +230,7 @@ def test_stat_columns_add_up_to_the_wall_time(tmp_path: Path, version: int) -> N
     assert all(sum(rows[f"cpu{i}"]) == 99000 for i in range(2))  # 990 s in ticks
     assert rows["cpu"] == [a + b for a, b in zip(rows["cpu0"], rows["cpu1"], strict=True)]
     assert rows["cpu"][0] == 3000 and rows["cpu"][2] == 1000  # user, system: 30 s, 10 s
+    assert rows["cpu0"][7] == rows["cpu1"][7] == 200  # steal
     if version == 1:  # v1 knows the time ran on host CPU 0, the container's cpu0
         assert rows["cpu0"][:3] == [3000, 0, 1000]
     # the host's intr/ctxt/softirq stay; counts are the container's (51 in R, 52 in D)
@@ -275,6 +279,10 @@ def test_renderer_pads_and_keeps_host_lines() -> None:
                             b"procs_blocked 0\n")
     assert busy_idle(((5, 3), (-1, 200)), 100) == (CpuTimes(user=5, system=3, idle=92),
                                                    CpuTimes(user=0, system=200, idle=0))
+    # steal takes from idle, never more than is left of the wall time
+    assert busy_idle(((5, 3), (50, 0), (1, 1)), 100, (10, 80)) == (
+        CpuTimes(user=5, system=3, idle=82, steal=10), CpuTimes(user=50, idle=0, steal=50),
+        CpuTimes(user=1, system=1, idle=98))
     prev = (CpuTimes(user=9, idle=1),)
     assert never_backwards(prev, (CpuTimes(user=3, idle=4),)) == (CpuTimes(user=9, idle=4),)
     assert never_backwards(prev, (CpuTimes(), CpuTimes())) == (CpuTimes(), CpuTimes())
