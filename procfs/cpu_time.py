@@ -187,7 +187,8 @@ def list_tasks(directory: str, listing: str) -> list[int]:
     return [t for t in tids[:MAX_TASKS] if t > 0]
 
 
-def count_tasks(host: HostProc, dirs: CgroupDirs, level: int) -> TaskCount | None:
+def count_tasks(host: HostProc, dirs: CgroupDirs, level: int,
+                waits: bool = True) -> TaskCount | None:
     """Count the container's threads by state. `level` is the depth of its pid namespace (the
     length of its init's NSpid line): a task's pid in that namespace is its NSpid[level - 1].
     None when the container has no cgroup of its own to list its tasks from."""
@@ -204,7 +205,8 @@ def count_tasks(host: HostProc, dirs: CgroupDirs, level: int) -> TaskCount | Non
         total += 1
         running += state == "R"
         blocked += state == "D"
-        waited += run_delay(host, tid)
+        if waits:  # /proc/stat's steal wants them; the load sampler does not
+            waited += run_delay(host, tid)
     return TaskCount(running, blocked, total, newest_pid(host, tids, level), waited)
 
 

@@ -99,12 +99,13 @@ class TimeViews:
         lines = host_cpu_lines(self.host.text("stat"))
         return tuple(lines.get(cpu, CpuTimes()) for cpu in cpus)
 
-    def count_tasks(self, c: Container) -> TaskCount | None:
+    def count_tasks(self, c: Container, waits: bool = False) -> TaskCount | None:
+        """The container's tasks by state (with `waits`: and their time waiting for a CPU)."""
         try:
             level = len(self.host.status(c.reaper).nspid)
         except ProcfsError:  # the init exited: its namespace (and every task in it) is ending
             level = 0
-        return count_tasks(self.host, c.cgroups, level)
+        return count_tasks(self.host, c.cgroups, level, waits)
 
     def cpu_times(self, c: Container, up: float, usage: CpuUsage | None,
                   waited_ns: int = 0) -> tuple[CpuTimes, ...]:
@@ -121,7 +122,7 @@ class TimeViews:
     def stat(self, c: Container) -> bytes:
         host_text = self.host.text("stat")
         up = self.uptime_seconds(c)
-        tasks = self.count_tasks(c) or TaskCount(0, 0, 0, 0)
+        tasks = self.count_tasks(c, waits=True) or TaskCount(0, 0, 0, 0)
         cpus = self.cpu_times(c, up, read_cpu_usage(c.cgroups, self.hz), tasks.waited_ns)
         btime = int(self.realtime() - up)
         return stat.render(stat.StatSnapshot(host_text, cpus, btime, tasks.newest_pid,
