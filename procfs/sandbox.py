@@ -277,10 +277,13 @@ class Sandbox:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signal.SIGKILL)  # init's death ends its whole namespace
         if self.proc is not None:
-            if self.proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    self.proc.kill()
-            self.proc.wait(timeout=10)
+            # unshare reaps the init and exits; killing it first would leave the init to be
+            # reaped later by the host's init, a zombie that still looks alive for a while.
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
             if self.proc.stdout:
                 self.proc.stdout.close()
         self.pid = 0
