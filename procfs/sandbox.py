@@ -209,15 +209,19 @@ class Sandbox:
         script = binds + "\necho ready\nexec sleep infinity\n"
         argv += ["sh", "-ec", script]
         cg = self.cgroup
-        self.proc = subprocess.Popen(
-            argv, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
-            preexec_fn=(lambda: cg.add(os.getpid())) if cg else None,
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if line.strip() != b"ready":
-            self.stop()
-            raise RuntimeError("sandbox init failed to start")
+        # unshare's own complaints when its init is killed at stop go to a file, not the
+        # terminal; they are shown if the init fails to start.
+        with tempfile.TemporaryFile() as errors:
+            self.proc = subprocess.Popen(
+                argv, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, stderr=errors,
+                preexec_fn=(lambda: cg.add(os.getpid())) if cg else None,
+            )
+            assert self.proc.stdout is not None
+            line = self.proc.stdout.readline()
+            if line.strip() != b"ready":
+                self.stop()
+                errors.seek(0)
+                raise RuntimeError(f"sandbox init failed to start: {errors.read().decode()!r}")
         self.pid = self._child_of(self.proc.pid, timeout)
         if self.attach and self.mount is not None:
             from procfs.attach import Attacher
