@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from procfs.hostproc import HostProc
+from procfs.loadavg import LoadTracker
 from procfs.nodes import FileNode, OverlayNode
 from procfs.services import Services
 from procfs.views_io import io_nodes
@@ -40,8 +41,12 @@ def memory_and_cpu_nodes(s: Services) -> list[FileNode]:
 
 def time_nodes(s: Services) -> list[FileNode]:
     """proc/stat, proc/uptime, proc/loadavg; the loadavg sampler joins `s.background`."""
-    t = TimeViews(s.host, s.views)
-    s.background.append(t.loads.run)
+    def first_tracker() -> LoadTracker:  # once per server: the history survives reloads
+        tracker = TimeViews(s.host, s.views).loads
+        s.background.append(tracker.run)
+        return tracker
+
+    t = TimeViews(s.host, s.views, tracker=s.keep("loadavg", first_tracker))
     host = s.host
     return [
         OverlayNode("proc/stat", t.stat, host_proc(host, "stat")),

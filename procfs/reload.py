@@ -115,7 +115,10 @@ def _rebuild(services: Services) -> None:
     """Replace the code-only parts of `services` with instances of the reloaded classes."""
     hostproc = importlib.import_module("procfs.hostproc")
     views = importlib.import_module("procfs.views")
+    cgroup_cpu = importlib.import_module("procfs.cgroup_cpu")
     cfg = services.config
+    # The enum class was re-made: the new code compares with its own members (`is`).
+    cfg.cpu_view = cgroup_cpu.CpuViewMode(cfg.cpu_view.value)
     host = hostproc.HostProc(cfg.proc_root, cfg.sys_root)
     services.host = host
     services.resolver.host = host
@@ -128,7 +131,8 @@ def reload_code(ops: ProcFS, services: Services) -> ReloadResult:
     importlib.invalidate_caches()
     names = reloadable()
     saved = {name: dict(sys.modules[name].__dict__) for name in names}
-    kept: dict[str, Any] = {"host": services.host, "views": services.views}
+    kept: dict[str, Any] = {"host": services.host, "views": services.views,
+                            "cpu_view": services.config.cpu_view}
     try:
         for name in names:
             importlib.reload(sys.modules[name])
@@ -142,6 +146,7 @@ def reload_code(ops: ProcFS, services: Services) -> ReloadResult:
             mod.__dict__.update(namespace)
         services.host = services.resolver.host = kept["host"]
         services.views = kept["views"]
+        services.config.cpu_view = kept["cpu_view"]
         log.exception("reload failed; the old code goes on serving")
         raise ReloadError(f"{type(e).__name__}: {e}") from e
     ops.install(tree)

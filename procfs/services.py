@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from procfs.cgroup_cpu import CpuViewMode
 from procfs.cgroup_layout import CgroupLayout
@@ -19,6 +19,7 @@ from procfs.resolve import Resolver
 from procfs.views import Views
 
 BackgroundTask = Callable[..., Awaitable[Any]]
+T = TypeVar("T")
 
 
 @dataclass
@@ -40,6 +41,17 @@ class Services:
     views: Views
     clock: Callable[[], float] = time.monotonic
     background: list[BackgroundTask] = field(default_factory=list)
+    # State that outlives a reload (`procfs.reload` rebuilds the nodes from new code): node
+    # builders get it with `keep`, never build it afresh.
+    kept: dict[str, Any] = field(default_factory=dict)
+
+    def keep(self, name: str, make: Callable[[], T]) -> T:
+        """The object kept under `name`, made (once per server) by `make`: the place for state
+        worth keeping across reloads (rings, load history) and for starting its task."""
+        if name not in self.kept:
+            self.kept[name] = make()
+        value: T = self.kept[name]
+        return value
 
     @classmethod
     def build(cls, config: Config, clock: Callable[[], float] = time.monotonic) -> Services:
