@@ -14,7 +14,10 @@ from typing import Any
 
 from procfs.cgroup_cpu import CpuViewMode
 from procfs.cgroup_layout import CgroupLayout
+from procfs.control import DEFAULT_DIR, Control, socket_path
 from procfs.hostproc import HostProc
+from procfs.kmsg.service import KmsgConfig, KmsgService
+from procfs.kmsg.setup import setup as setup_kmsg
 from procfs.resolve import Resolver
 from procfs.views import Views
 
@@ -29,6 +32,8 @@ class Config:
     cgroup_root: str | None = None  # None: find the hierarchies in mountinfo
     cpu_view: CpuViewMode = CpuViewMode.QUOTA
     fuse_debug: bool = False
+    control_dir: str = DEFAULT_DIR
+    kmsg: KmsgConfig = field(default_factory=KmsgConfig)
 
 
 @dataclass
@@ -40,6 +45,8 @@ class Services:
     views: Views
     clock: Callable[[], float] = time.monotonic
     background: list[BackgroundTask] = field(default_factory=list)
+    control: Control = field(default_factory=lambda: Control(""))
+    kmsg: KmsgService | None = None
 
     @classmethod
     def build(cls, config: Config, clock: Callable[[], float] = time.monotonic) -> Services:
@@ -50,7 +57,11 @@ class Services:
             layout = CgroupLayout.from_mountinfo(config.proc_root)
         resolver = Resolver(host, layout, clock=clock)
         views = Views(host, config.cpu_view, clock=clock)
-        return cls(config, host, layout, resolver, views, clock)
+        s = cls(config, host, layout, resolver, views, clock)
+        s.control = Control(socket_path(config.mountpoint, config.control_dir))
+        s.background.append(s.control.serve)
+        s.kmsg = setup_kmsg(s)
+        return s
 
     def close(self) -> None:
         self.resolver.close()
