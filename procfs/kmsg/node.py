@@ -10,8 +10,9 @@ positions. (SEEK_CUR answers a number instead of the kernel's ESPIPE.)
 
 Blocking. A read that waits holds a pyfuse3 worker and, since pyfuse3 drops FUSE_INTERRUPT, is
 not told when its process is signalled: it wakes every `wake_interval` and answers EINTR once the
-process that opened the file has a signal pending (see `signals`). When the server stops, a
-waiting read answers EIO. Readers that use poll(2) (journald) hold nothing while they wait.
+process that opened the file has a signal pending (see `signals`). When the server stops, the
+kernel ends every read still waiting as the FUSE connection closes (ECONNABORTED). Readers that
+use poll(2) (journald) hold nothing while they wait.
 """
 
 from __future__ import annotations
@@ -81,26 +82,21 @@ class KmsgFile:
             raise Refused("dev/kmsg not open for reading", errno.EBADF)
         self._seek(offset)
         cfg = self.service.config
-        try:
-            while True:
-                data = self.cursor.take(size)
-                if data is not None:
-                    self.next_offset = offset + len(data)
-                    return data
-                if self.nonblock:
-                    raise Refused("no record yet", errno.EAGAIN)
-                with self.service.parked(self.entry) as ok:
-                    if not ok:
-                        raise Refused("too many readers waiting", errno.EAGAIN)
-                    with trio.move_on_after(cfg.wake_interval):
-                        await self.entry.ring.wait()
-                if not self.cursor.ready() and self.opener is not None and \
-                        self.opener.signalled(self.service.host):
-                    raise Refused("reader signalled", errno.EINTR)
-        except trio.Cancelled:
-            # The server is stopping: answer, so that no reader waits on a reply that never
-            # comes (the request is the last thing this task does).
-            raise Refused("server stopping", errno.EIO) from None
+        while True:
+            data = self.cursor.take(size)
+            if data is not None:
+                self.next_offset = offset + len(data)
+                return data
+            if self.nonblock:
+                raise Refused("no record yet", errno.EAGAIN)
+            with self.service.parked(self.entry) as ok:
+                if not ok:
+                    raise Refused("too many readers waiting", errno.EAGAIN)
+                with trio.move_on_after(cfg.wake_interval):
+                    await self.entry.ring.wait()
+            if not self.cursor.ready() and self.opener is not None and \
+                    self.opener.signalled(self.service.host):
+                raise Refused("reader signalled", errno.EINTR)
 
     async def write(self, offset: int, data: bytes) -> int:
         if not self.writable:

@@ -72,10 +72,10 @@ def relative(path: str, top: str | None) -> str | None:
 
 class Router:
     def __init__(self, host: HostProc, containers: Callable[[], list[Container]],
-                 deliver: Callable[[Container, bytes], None]) -> None:
+                 deliver: Callable[[Container, int, bytes], None]) -> None:
         self.host = host
         self.containers = containers
-        self.deliver = deliver  # (container, text) → appended to its ring
+        self.deliver = deliver  # (container, pri, text) → appended to its ring
         self.victims: OrderedDict[int, Victim] = OrderedDict()  # host pid → victim
 
     def by_memcg(self, path: str) -> Container | None:
@@ -166,7 +166,7 @@ class Router:
             log.exception("kmsg router: cannot route %r", rec.text[:120])
             return
         if routed is not None:
-            self.deliver(*routed)
+            self.deliver(routed[0], rec.pri, routed[1])
 
 
 async def follow_host_log(path: str, router: Router,

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 Key = tuple[int, int, int]
 GREETING = b"procfs: kernel log of this container"
+GREETING_PRI = LOG_KERN * 8 + 6  # kern.info
 
 
 @dataclass
@@ -105,7 +106,7 @@ class KmsgService:
             self._make_room()
             cfg = self.config
             e = Entry(c, Ring(cfg.ring_bytes), TokenBucket(cfg.rate, cfg.burst, now), now)
-            e.ring.append(LOG_KERN * 8 + 6, self.container_ts_usec(c), GREETING)
+            e.ring.append(GREETING_PRI, self.container_ts_usec(c), GREETING)
             self.entries[c.key] = e
             log.info("kmsg ring %s for container with init %d", e.id, c.reaper)
         else:

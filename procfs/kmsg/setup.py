@@ -17,8 +17,8 @@ def setup(s: Services) -> KmsgService:
     cfg = s.config.kmsg
     service = KmsgService(cfg, s.host, s.resolver, clock=s.clock)
 
-    def deliver(c: Container, text: bytes) -> None:
-        service.append(service.entry(c), 3, text)  # kern.err, as the OOM killer's lines
+    def deliver(c: Container, pri: int, text: bytes) -> None:
+        service.append(service.entry(c), pri, text)
 
     s.background.append(service.sweeper)
     if cfg.host_log:
