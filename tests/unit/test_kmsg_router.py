@@ -95,8 +95,8 @@ def test_lines_of_no_container_stay_on_the_host(tmp_path: Path) -> None:
     root = container("/", pidns=11, reaper=100)  # a container in the root cgroup claims nothing
     other = container("/other", pidns=12, reaper=200)
     router, out = make_router(proc, [root, other])
-    feed(router, V1_LINES + [(6, b"usb 1-1: new high-speed USB device number 2"),
-                             (6, b"oom-kill:garbled")])
+    feed(router, [*V1_LINES, (6, b"usb 1-1: new high-speed USB device number 2"),
+                  (6, b"oom-kill:garbled")])
     assert out == []
 
 
