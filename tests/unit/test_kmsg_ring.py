@@ -155,12 +155,18 @@ async def test_host_may_not_open(proc: FakeProc) -> None:
     assert e.value.code == errno.EPERM
 
 
-async def test_blocking_read_waits_for_the_next_record(
-        proc: FakeProc, mock_clock: trio.testing.MockClock) -> None:
+async def blocking_reader_at_end(
+        proc: FakeProc, mock_clock: trio.testing.MockClock) -> tuple[KmsgService, KmsgFile]:
     mock_clock.autojump_threshold = 0
     svc = service(proc, trio.current_time)
     f = await open_file(svc, os.O_RDONLY)
-    await f.read(0, 2048)
+    await f.read(0, 2048)  # the greeting: the next read waits
+    return svc, f
+
+
+async def test_blocking_read_waits_for_the_next_record(
+        proc: FakeProc, mock_clock: trio.testing.MockClock) -> None:
+    svc, f = await blocking_reader_at_end(proc, mock_clock)
     got: list[bytes] = []
 
     async def reader() -> None:
@@ -177,10 +183,7 @@ async def test_blocking_read_waits_for_the_next_record(
 
 async def test_blocking_read_ends_with_eintr_when_its_process_is_signalled(
         proc: FakeProc, mock_clock: trio.testing.MockClock) -> None:
-    mock_clock.autojump_threshold = 0
-    svc = service(proc, trio.current_time)
-    f = await open_file(svc, os.O_RDONLY)
-    await f.read(0, 2048)
+    svc, f = await blocking_reader_at_end(proc, mock_clock)
     proc.add(200, sigblk=1 << 1, sigpnd=1 << 1)  # SIGINT pending but blocked: keep waiting
     with trio.move_on_after(5) as scope:
         await f.read(100, 2048)
