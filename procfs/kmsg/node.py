@@ -6,7 +6,9 @@ the position to `read`. The file reports `SIZE` as its st_size and each open rem
 last read ended, so a read's offset says what the reader did: where the last read ended —
 go on; 0 — it rewound (SEEK_SET 0, SEEK_DATA 0: the oldest record); `SIZE` — it went to the end
 (SEEK_END 0: only records written from now on). Any other offset reads on, as /dev/kmsg ignores
-positions. (SEEK_CUR answers a number instead of the kernel's ESPIPE.)
+positions. (SEEK_CUR answers a number instead of the kernel's ESPIPE; and since the daemon sees a
+seek only with the next read, poll(2) right after a seek answers for the old position: at worst
+one wake-up that reads EAGAIN.)
 
 Blocking. A read that waits holds a pyfuse3 worker and, since pyfuse3 drops FUSE_INTERRUPT, is
 not told when its process is signalled: it wakes every `wake_interval` and answers EINTR once the

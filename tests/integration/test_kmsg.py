@@ -182,3 +182,51 @@ while time.monotonic() < end:
     time.sleep(0.05)
 print(worst * 1000, n)
 """
+
+
+ABI = r"""
+import errno, os, select
+def err(fn):
+    try:
+        fn()
+    except OSError as e:
+        return errno.errorcode[e.errno]
+    return "ok"
+w = os.open("/dev/kmsg", os.O_WRONLY)
+os.write(w, b"<3>one\n")
+fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
+first = os.read(fd, 2048)
+print("first", first.split(b";")[1].strip().decode())
+print("small", err(lambda: os.read(fd, 4)))
+print("one", os.read(fd, 2048).decode().strip())
+print("end", err(lambda: os.read(fd, 2048)))
+os.lseek(fd, 0, os.SEEK_SET)
+print("set", os.read(fd, 2048) == first)
+os.lseek(fd, 0, os.SEEK_END)
+print("after-end", err(lambda: os.read(fd, 2048)))
+os.write(w, b"two")
+print("two", os.read(fd, 2048).decode().strip())
+os.lseek(fd, 0, os.SEEK_DATA)
+print("data", os.read(fd, 2048) == first)
+os.lseek(fd, 0, os.SEEK_END)
+print("end-again", err(lambda: os.read(fd, 2048)))  # (a seek shows to poll after a read)
+p = select.poll()
+p.register(fd, select.POLLIN)
+print("poll-idle", p.poll(0))
+os.write(w, b"three")
+print("poll-ready", [ev & select.POLLIN for _, ev in p.poll(2000)])
+"""
+
+
+def test_the_dev_kmsg_abi_through_the_kernel(make_container) -> None:
+    out = make_container().run(["python3", "-c", ABI]).stdout
+    got = dict(line.split(" ", 1) for line in out.strip().splitlines())
+    assert got["first"] == "procfs: kernel log of this container"
+    assert got["small"] == "EINVAL"
+    assert got["one"].startswith("11,1,") and got["one"].endswith(";one")  # user.err
+    assert got["end"] == "EAGAIN"
+    assert got["set"] == "True" and got["data"] == "True"
+    assert got["after-end"] == "EAGAIN"
+    assert got["two"].startswith("12,2,") and got["two"].endswith(";two")
+    assert got["poll-idle"] == "[]"
+    assert got["poll-ready"] == "[1]"
