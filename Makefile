@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := libfuse3-dev fuse3 pkg-config procps util-linux busybox-static stress-ng gcc python3-dev
+APT_PACKAGES := libfuse3-dev fuse3 pkg-config procps util-linux busybox-static stress-ng sysstat runc gcc python3-dev
 STAMP := $(VENV)/.installed
 
 .PHONY: setup test unit integration lint demo bench clean
@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: setup
-	$(PY) -m ruff check procfs overlays tests benchmarks
+	$(PY) -m ruff check .
 	$(PY) -m mypy
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
@@ -34,7 +34,7 @@ integration: setup
 	$(PY) -m pytest -q tests/integration
 
 lint: setup
-	$(PY) -m ruff check procfs overlays tests benchmarks
+	$(PY) -m ruff check .
 	$(PY) -m mypy
 
 demo: setup

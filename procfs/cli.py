@@ -101,6 +101,10 @@ def parser() -> argparse.ArgumentParser:
     add.add_argument("text", nargs="+")
     add.add_argument("--level", type=int, default=6, help="syslog level (default 6, info)")
     k.set_defaults(func=_kmsg)
+
+    from procfs.attach_cli import add_parsers
+
+    add_parsers(sub)  # attach, detach, oci-hook, docker-flags
     return p
 
 

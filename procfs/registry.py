@@ -12,6 +12,8 @@ from procfs.hostproc import HostProc
 from procfs.kmsg.node import KmsgNode
 from procfs.nodes import FileNode, OverlayNode
 from procfs.services import Services
+from procfs.views_io import io_nodes
+from procfs.views_time import TimeViews
 
 CPU_DIR = "sys/devices/system/cpu"
 
@@ -37,9 +39,21 @@ def memory_and_cpu_nodes(s: Services) -> list[FileNode]:
     ]
 
 
+def time_nodes(s: Services) -> list[FileNode]:
+    """proc/stat, proc/uptime, proc/loadavg; the loadavg sampler joins `s.background`."""
+    t = TimeViews(s.host, s.views)
+    s.background.append(t.loads.run)
+    host = s.host
+    return [
+        OverlayNode("proc/stat", t.stat, host_proc(host, "stat")),
+        OverlayNode("proc/uptime", t.uptime, host_proc(host, "uptime")),
+        OverlayNode("proc/loadavg", t.loadavg, host_proc(host, "loadavg")),
+    ]
+
+
 def kmsg_nodes(s: Services) -> list[FileNode]:
     return [KmsgNode(s.kmsg)] if s.kmsg is not None else []
 
 
 def all_nodes(s: Services) -> list[FileNode]:
-    return [*memory_and_cpu_nodes(s), *kmsg_nodes(s)]
+    return [*memory_and_cpu_nodes(s), *io_nodes(s), *time_nodes(s), *kmsg_nodes(s)]

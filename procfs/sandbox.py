@@ -51,7 +51,8 @@ class Limits:
 
 
 class Cgroup:
-    """A cgroup we created, in every hierarchy procfs reads (v1), or the unified one (v2)."""
+    """A cgroup we created, in every hierarchy procfs reads (v1, plus the controller-less v2
+    one on hybrid hosts), or the unified one (v2)."""
 
     def __init__(self, name: str, layout: CgroupLayout | None = None, parent: Cgroup | None = None):
         self.layout = layout or CgroupLayout.from_mountinfo()
@@ -87,8 +88,26 @@ class Cgroup:
                 if ctrl == "cpuset":
                     for f in ("cpuset.cpus", "cpuset.mems"):
                         _write(os.path.join(d, f), _read(os.path.join(top, f)))
+            self._create_hybrid_unified()
         self.apply(limits)
         return self
+
+    def _create_hybrid_unified(self) -> None:
+        """On a hybrid host, a directory of our own in the controller-less v2 hierarchy too:
+        the kernel tracks pressure stall information (cpu/memory/io.pressure) per v2 cgroup,
+        so this gives the container PSI of its own, as a runtime on such a host does."""
+        v2 = self.layout.v2
+        if v2 is None:
+            return
+        top = self.parent.dirs.get("unified") if self.parent else v2.mountpoint
+        if top is None:
+            return
+        d = os.path.join(top, self.name)
+        try:
+            os.mkdir(d)
+        except OSError:  # a read-only or delegated-away v2 mount: PSI stays the host's
+            return
+        self.dirs["unified"] = d
 
     def file(self, controller: str, name: str) -> str:
         return os.path.join(self.dirs["unified" if self.v2 else controller], name)
@@ -144,10 +163,9 @@ class Cgroup:
 
 
 def served_paths(mount: str) -> list[str]:
-    out: list[str] = []
-    for root, _, files in os.walk(mount):
-        out.extend(os.path.relpath(os.path.join(root, f), mount) for f in files)
-    return sorted(out)
+    from procfs.attach import served_files
+
+    return served_files(mount)
 
 
 class Sandbox:
@@ -161,11 +179,13 @@ class Sandbox:
         *,
         boottime_offset: int | None = None,
         files: Sequence[str] | None = None,
+        attach: bool = False,
     ) -> None:
         self.cgroup = cgroup
         self.mount = mount
         self.boottime_offset = boottime_offset
         self.files = files
+        self.attach = attach  # bind with `procfs attach` (procfs.attach) instead of a script
         self.proc: subprocess.Popen[bytes] | None = None
         self.pid = 0  # the init, as seen from the host
 
@@ -185,19 +205,32 @@ class Sandbox:
                 "--mount-proc"]
         if self.boottime_offset is not None:
             argv += ["--time", "--boottime", str(self.boottime_offset)]
-        script = self._binds() + "\necho ready\nexec sleep infinity\n"
+        binds = "" if self.attach else self._binds()
+        script = binds + "\necho ready\nexec sleep infinity\n"
         argv += ["sh", "-ec", script]
         cg = self.cgroup
-        self.proc = subprocess.Popen(
-            argv, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
-            preexec_fn=(lambda: cg.add(os.getpid())) if cg else None,
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if line.strip() != b"ready":
-            self.stop()
-            raise RuntimeError("sandbox init failed to start")
+        # unshare's own complaints when its init is killed at stop go to a file, not the
+        # terminal; they are shown if the init fails to start.
+        with tempfile.TemporaryFile() as errors:
+            self.proc = subprocess.Popen(
+                argv, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, stderr=errors,
+                preexec_fn=(lambda: cg.add(os.getpid())) if cg else None,
+            )
+            assert self.proc.stdout is not None
+            line = self.proc.stdout.readline()
+            if line.strip() != b"ready":
+                self.stop()
+                errors.seek(0)
+                raise RuntimeError(f"sandbox init failed to start: {errors.read().decode()!r}")
         self.pid = self._child_of(self.proc.pid, timeout)
+        if self.attach and self.mount is not None:
+            from procfs.attach import Attacher
+
+            try:
+                Attacher(self.mount).attach(self.pid, files=self.files)
+            except BaseException:
+                self.stop()
+                raise
         return self
 
     @staticmethod
@@ -215,16 +248,19 @@ class Sandbox:
         ns = ["--pid", "--mount"] + (["--time"] if self.boottime_offset is not None else [])
         return ["nsenter", "--target", str(self.pid), *ns, "--", *argv]
 
-    def popen(self, argv: Sequence[str], **kw: object) -> subprocess.Popen[str]:
-        cg = self.cgroup
+    def popen(self, argv: Sequence[str], cgroup: Cgroup | None = None,
+              **kw: object) -> subprocess.Popen[str]:
+        """Run `argv` inside, in the sandbox's cgroup (or in `cgroup`, a child of it, say)."""
+        cg = cgroup or self.cgroup
         return subprocess.Popen(  # type: ignore[call-overload, no-any-return]
             self.enter_argv(argv), text=True,
             preexec_fn=(lambda: cg.add(os.getpid())) if cg else None, **kw,
         )
 
     def run(self, argv: Sequence[str], timeout: float = 30.0, check: bool = True,
-            input: str | None = None) -> subprocess.CompletedProcess[str]:
-        p = self.popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            input: str | None = None, cgroup: Cgroup | None = None,
+            ) -> subprocess.CompletedProcess[str]:
+        p = self.popen(argv, cgroup, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                        stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL)
         try:
             out, err = p.communicate(input=input, timeout=timeout)
@@ -245,10 +281,13 @@ class Sandbox:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signal.SIGKILL)  # init's death ends its whole namespace
         if self.proc is not None:
-            if self.proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    self.proc.kill()
-            self.proc.wait(timeout=10)
+            # unshare reaps the init and exits; killing it first would leave the init to be
+            # reaped later by the host's init, a zombie that still looks alive for a while.
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
             if self.proc.stdout:
                 self.proc.stdout.close()
         self.pid = 0
