@@ -12,13 +12,16 @@ import time
 import trio
 
 from procfs.cgroup_cpu import CpuViewMode
+from procfs.control import DEFAULT_DIR as DEFAULT_CONTROL_DIR
 from procfs.runtime import ServerRecord
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from procfs.kmsg.service import KmsgConfig
     from procfs.server import UsageError, serve
     from procfs.services import Config
 
+    kmsg = KmsgConfig(ring_bytes=args.kmsg_ring_size, host_log=args.kmsg_host_log)
     config = Config(
         mountpoint=args.mountpoint,
         proc_root=args.proc_root,
@@ -26,6 +29,8 @@ def _serve(args: argparse.Namespace) -> int:
         cgroup_root=args.cgroup_root,
         cpu_view=CpuViewMode(args.cpu_view),
         fuse_debug=args.fuse_debug,
+        control_dir=args.control_dir,
+        kmsg=kmsg,
     )
     try:
         trio.run(serve, config)
@@ -72,6 +77,35 @@ def _signal_reload(record: ServerRecord, timeout: float) -> str:
     return f"no answer within {timeout:.0f} s"
 
 
+def _kmsg(args: argparse.Namespace) -> int:
+    from procfs.control import ControlError, request, socket_path
+
+    path = socket_path(args.mountpoint, args.control_dir)
+    try:
+        if args.action == "list":
+            result = request(path, "kmsg.list")
+            print(f"{'RING':<28} {'INIT':>8} {'STATE':<5} {'RECORDS':>7} {'BYTES':>8} MEMCG")
+            for r in result["rings"]:
+                print(f"{r['id']:<28} {r['init']:>8} {'alive' if r['alive'] else 'gone':<5} "
+                      f"{r['records']:>7} {r['bytes']:>8} {r['memory_cgroup'] or '-'}")
+        elif args.action == "show":
+            result = request(path, "kmsg.show", target=args.target)
+            for rec in result["records"]:
+                if args.raw:
+                    print(f"{rec['pri']},{rec['seq']},{rec['ts_usec']},-;{rec['text']}")
+                else:
+                    sec, usec = divmod(rec["ts_usec"], 1_000_000)
+                    print(f"[{sec:5d}.{usec:06d}] {rec['text']}")
+        else:
+            result = request(path, "kmsg.append", target=args.target,
+                             text=" ".join(args.text), level=args.level)
+            print(f"{result['ring']} seq {result['seq']}")
+    except ControlError as e:
+        print(f"procfs kmsg: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="procfs", description=__doc__)
     p.add_argument("-v", "--verbose", action="count", default=0, help="more log lines")
@@ -86,6 +120,13 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--cpu-view", choices=[m.value for m in CpuViewMode], default="quota",
                    help="CPU count: cpuset capped by quota (default), or the cpuset alone")
     s.add_argument("--fuse-debug", action="store_true", help="libfuse's request log")
+    s.add_argument("--kmsg-ring-size", type=int, default=256 << 10, metavar="BYTES",
+                   help="each container's kernel log ring (default %(default)s)")
+    s.add_argument("--kmsg-host-log", default="/dev/kmsg", metavar="PATH",
+                   help="the host log whose container lines (OOM kills) are routed "
+                        "(default %(default)s; '' for none)")
+    s.add_argument("--control-dir", default=DEFAULT_CONTROL_DIR,
+                   help="where the control socket goes (default %(default)s)")
     s.set_defaults(func=_serve)
 
     r = sub.add_parser("reload", help="put the code now installed into service (SIGHUP), "
@@ -93,6 +134,19 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--mount", default=None, help="the server of this mountpoint (default: all)")
     r.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for each")
     r.set_defaults(func=_reload)
+    k = sub.add_parser("kmsg", help="the containers' kernel logs of a running server")
+    k.add_argument("mountpoint", help="the server's mountpoint")
+    k.add_argument("--control-dir", default=DEFAULT_CONTROL_DIR)
+    ksub = k.add_subparsers(dest="action", required=True)
+    ksub.add_parser("list", help="the rings")
+    show = ksub.add_parser("show", help="print one ring, as dmesg would")
+    show.add_argument("target", help="a ring id (from list) or the pid of a process in it")
+    show.add_argument("--raw", action="store_true", help="the /dev/kmsg record format")
+    add = ksub.add_parser("append", help="append a line to a ring")
+    add.add_argument("target", help="a ring id (from list) or the pid of a process in it")
+    add.add_argument("text", nargs="+")
+    add.add_argument("--level", type=int, default=6, help="syslog level (default 6, info)")
+    k.set_defaults(func=_kmsg)
 
     from procfs.attach_cli import add_parsers
 

@@ -13,6 +13,7 @@ import functools
 import itertools
 import logging
 import os
+import select
 import stat
 import time
 from collections.abc import Callable, Coroutine, Iterator
@@ -139,10 +140,12 @@ class ProcFS(pyfuse3.Operations):
         elif inode in self.files:
             a.st_mode = stat.S_IFREG | self.files[inode].mode
             a.st_nlink = 1
+            # 0 as the kernel's own /proc files (readers read until EOF), unless the node says
+            # otherwise (dev/kmsg: where SEEK_END lands).
+            a.st_size = getattr(self.files[inode], "size", 0)
         else:
             raise pyfuse3.FUSEError(errno.ENOENT)
         a.st_ino = inode
-        a.st_size = 0  # as the kernel's own /proc files: readers read until EOF
         a.st_blksize = 4096
         a.st_uid = a.st_gid = 0
         a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = self._mtime_ns
@@ -238,6 +241,17 @@ class ProcFS(pyfuse3.Operations):
         handle = self._handle(fh)
         with self._busy_as(self._owners.get(fh)):
             return await handle.write(off, buf)
+
+    @guarded
+    async def poll(self, inode: int, fh: int, poll_handle: Any, ctx: Any) -> int:
+        # A handle with a `poll(handle) -> mask` method answers itself (and may keep the handle
+        # to notify later); other files are always ready, as regular files are.
+        handle = self._handle(fh)
+        poll = getattr(handle, "poll", None)
+        if poll is None:
+            return select.POLLIN | select.POLLRDNORM | select.POLLOUT | select.POLLWRNORM
+        mask: int = poll(poll_handle)
+        return mask
 
     async def flush(self, fh: int) -> None:
         # ENOSYS once and the kernel stops sending FLUSH: one round trip less per close.

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from procfs.hostproc import HostProc
+from procfs.kmsg.node import KmsgNode
 from procfs.loadavg import LoadTracker
 from procfs.nodes import FileNode, OverlayNode
 from procfs.services import Services
@@ -55,5 +56,9 @@ def time_nodes(s: Services) -> list[FileNode]:
     ]
 
 
+def kmsg_nodes(s: Services) -> list[FileNode]:
+    return [KmsgNode(s.kmsg)] if s.kmsg is not None else []
+
+
 def all_nodes(s: Services) -> list[FileNode]:
-    return [*memory_and_cpu_nodes(s), *io_nodes(s), *time_nodes(s)]
+    return [*memory_and_cpu_nodes(s), *io_nodes(s), *time_nodes(s), *kmsg_nodes(s)]

@@ -14,7 +14,10 @@ from typing import Any, TypeVar
 
 from procfs.cgroup_cpu import CpuViewMode
 from procfs.cgroup_layout import CgroupLayout
+from procfs.control import DEFAULT_DIR, Control, socket_path
 from procfs.hostproc import HostProc
+from procfs.kmsg.service import KmsgConfig, KmsgService
+from procfs.kmsg.setup import setup as setup_kmsg
 from procfs.resolve import Resolver
 from procfs.views import Views
 
@@ -30,6 +33,8 @@ class Config:
     cgroup_root: str | None = None  # None: find the hierarchies in mountinfo
     cpu_view: CpuViewMode = CpuViewMode.QUOTA
     fuse_debug: bool = False
+    control_dir: str = DEFAULT_DIR
+    kmsg: KmsgConfig = field(default_factory=KmsgConfig)
 
 
 @dataclass
@@ -44,6 +49,8 @@ class Services:
     # State that outlives a reload (`procfs.reload` rebuilds the nodes from new code): node
     # builders get it with `keep`, never build it afresh.
     kept: dict[str, Any] = field(default_factory=dict)
+    control: Control = field(default_factory=lambda: Control(""))
+    kmsg: KmsgService | None = None
 
     def keep(self, name: str, make: Callable[[], T]) -> T:
         """The object kept under `name`, made (once per server) by `make`: the place for state
@@ -62,7 +69,11 @@ class Services:
             layout = CgroupLayout.from_mountinfo(config.proc_root)
         resolver = Resolver(host, layout, clock=clock)
         views = Views(host, config.cpu_view, clock=clock)
-        return cls(config, host, layout, resolver, views, clock)
+        s = cls(config, host, layout, resolver, views, clock)
+        s.control = Control(socket_path(config.mountpoint, config.control_dir))
+        s.background.append(s.control.serve)
+        s.kmsg = setup_kmsg(s)
+        return s
 
     def close(self) -> None:
         self.resolver.close()
