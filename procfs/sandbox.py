@@ -269,26 +269,31 @@ def is_mounted(path: str) -> bool:
 class Server:
     """`procfs serve` in a child process on a mountpoint of its own."""
 
+    name = "procfs serve"
+
     def __init__(self, mountpoint: str | None = None, args: Sequence[str] = (),
-                 log_path: str | None = None) -> None:
-        self.mountpoint = mountpoint or tempfile.mkdtemp(prefix="procfs-mnt-")
+                 log_path: str | None = None, prefix: str = "procfs-mnt-") -> None:
+        self.mountpoint = mountpoint or tempfile.mkdtemp(prefix=prefix)
         self._own_dir = mountpoint is None
         self.args = list(args)
         self.log_path = log_path or os.path.join(tempfile.gettempdir(),
                                                  f"procfs-{uuid.uuid4().hex[:8]}.log")
         self.proc: subprocess.Popen[bytes] | None = None
 
+    def command(self) -> list[str]:
+        """The daemon's argv (the benchmarks start other FUSE servers through this class)."""
+        return [sys.executable, "-m", "procfs", "-v", "serve", self.mountpoint, *self.args]
+
     def start(self, timeout: float = 15.0) -> Server:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "procfs", "-v", "serve", self.mountpoint, *self.args],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             )
         deadline = time.monotonic() + timeout
         while not is_mounted(self.mountpoint):
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()
-                raise RuntimeError(f"procfs serve did not mount:\n{self.log()}")
+                raise RuntimeError(f"{self.name} did not mount:\n{self.log()}")
             time.sleep(0.02)
         return self
 
