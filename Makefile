@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: setup
-	$(PY) -m ruff check procfs overlays tests benchmarks
+	$(PY) -m ruff check .
 	$(PY) -m mypy
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
@@ -34,7 +34,7 @@ integration: setup
 	$(PY) -m pytest -q tests/integration
 
 lint: setup
-	$(PY) -m ruff check procfs overlays tests benchmarks
+	$(PY) -m ruff check .
 	$(PY) -m mypy
 
 demo: setup

@@ -67,12 +67,12 @@ def container_values(host: HostMeminfo, mem: MemoryStats) -> dict[str, int]:
     [0, MemTotal] (or SwapTotal), so no field ever goes negative or above the total."""
     s = mem.stat
     host_total = host.get("MemTotal")
-    total = host_total if mem.limit is None else min(host_total, mem.limit // KIB)
+    total = host_total if mem.limit is None else min(host_total, max(mem.limit, 0) // KIB)
 
     def kb(key: str) -> int:
         return min(max(s.get(key, 0), 0) // KIB, total)
 
-    free = max(total - mem.usage // KIB, 0)
+    free = min(max(total - mem.usage // KIB, 0), total)
     slab_reclaimable = kb("slab_reclaimable")
     slab_unreclaimable = kb("slab_unreclaimable")
     slab = kb("slab") if "slab" in s else min(slab_reclaimable + slab_unreclaimable, total)
@@ -116,12 +116,14 @@ def container_values(host: HostMeminfo, mem: MemoryStats) -> dict[str, int]:
     values.update({line: kb(key) for line, key in optional.items() if key in s})
 
     host_swap = host.get("SwapTotal")
-    swap_total = host_swap if mem.swap_limit is None else min(host_swap, mem.swap_limit // KIB)
+    swap_total = host_swap
+    if mem.swap_limit is not None:
+        swap_total = min(host_swap, max(mem.swap_limit, 0) // KIB)
     values["SwapTotal"] = swap_total
     if mem.swap_limit is None and not mem.swap_usage:
         values["SwapFree"] = min(host.get("SwapFree"), swap_total)
     else:
-        values["SwapFree"] = max(swap_total - mem.swap_usage // KIB, 0)
+        values["SwapFree"] = min(max(swap_total - mem.swap_usage // KIB, 0), swap_total)
     return values
 
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from procfs.hostproc import HostProc
 from procfs.nodes import FileNode, OverlayNode
 from procfs.services import Services
+from procfs.views_io import io_nodes
 
 CPU_DIR = "sys/devices/system/cpu"
 
@@ -37,4 +38,4 @@ def memory_and_cpu_nodes(s: Services) -> list[FileNode]:
 
 
 def all_nodes(s: Services) -> list[FileNode]:
-    return [*memory_and_cpu_nodes(s)]
+    return [*memory_and_cpu_nodes(s), *io_nodes(s)]

@@ -51,7 +51,8 @@ class Limits:
 
 
 class Cgroup:
-    """A cgroup we created, in every hierarchy procfs reads (v1), or the unified one (v2)."""
+    """A cgroup we created, in every hierarchy procfs reads (v1, plus the controller-less v2
+    one on hybrid hosts), or the unified one (v2)."""
 
     def __init__(self, name: str, layout: CgroupLayout | None = None, parent: Cgroup | None = None):
         self.layout = layout or CgroupLayout.from_mountinfo()
@@ -87,8 +88,26 @@ class Cgroup:
                 if ctrl == "cpuset":
                     for f in ("cpuset.cpus", "cpuset.mems"):
                         _write(os.path.join(d, f), _read(os.path.join(top, f)))
+            self._create_hybrid_unified()
         self.apply(limits)
         return self
+
+    def _create_hybrid_unified(self) -> None:
+        """On a hybrid host, a directory of our own in the controller-less v2 hierarchy too:
+        the kernel tracks pressure stall information (cpu/memory/io.pressure) per v2 cgroup,
+        so this gives the container PSI of its own, as a runtime on such a host does."""
+        v2 = self.layout.v2
+        if v2 is None:
+            return
+        top = self.parent.dirs.get("unified") if self.parent else v2.mountpoint
+        if top is None:
+            return
+        d = os.path.join(top, self.name)
+        try:
+            os.mkdir(d)
+        except OSError:  # a read-only or delegated-away v2 mount: PSI stays the host's
+            return
+        self.dirs["unified"] = d
 
     def file(self, controller: str, name: str) -> str:
         return os.path.join(self.dirs["unified" if self.v2 else controller], name)
@@ -215,16 +234,19 @@ class Sandbox:
         ns = ["--pid", "--mount"] + (["--time"] if self.boottime_offset is not None else [])
         return ["nsenter", "--target", str(self.pid), *ns, "--", *argv]
 
-    def popen(self, argv: Sequence[str], **kw: object) -> subprocess.Popen[str]:
-        cg = self.cgroup
+    def popen(self, argv: Sequence[str], cgroup: Cgroup | None = None,
+              **kw: object) -> subprocess.Popen[str]:
+        """Run `argv` inside, in the sandbox's cgroup (or in `cgroup`, a child of it, say)."""
+        cg = cgroup or self.cgroup
         return subprocess.Popen(  # type: ignore[call-overload, no-any-return]
             self.enter_argv(argv), text=True,
             preexec_fn=(lambda: cg.add(os.getpid())) if cg else None, **kw,
         )
 
     def run(self, argv: Sequence[str], timeout: float = 30.0, check: bool = True,
-            input: str | None = None) -> subprocess.CompletedProcess[str]:
-        p = self.popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            input: str | None = None, cgroup: Cgroup | None = None,
+            ) -> subprocess.CompletedProcess[str]:
+        p = self.popen(argv, cgroup, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                        stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL)
         try:
             out, err = p.communicate(input=input, timeout=timeout)

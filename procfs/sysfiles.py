@@ -49,22 +49,24 @@ def read_optional(path: str) -> str | None:
         return None
 
 
-def parse_int(text: str | None) -> int | None:
-    """An integer from a one-value file; 'max' and garbage give None. Negative values clamp to 0."""
-    if text is None:
-        return None
-    word = text.strip().split(maxsplit=1)[0] if text.strip() else ""
+def _first_int(text: str | None) -> int | None:
+    words = text.split(maxsplit=1) if text else []
     try:
-        value = int(word)
+        return int(words[0]) if words else None
     except ValueError:
         return None
-    return max(value, 0)
+
+
+def parse_int(text: str | None) -> int | None:
+    """An integer from a one-value file; 'max' and garbage give None. Negative values clamp to 0."""
+    value = _first_int(text)
+    return None if value is None else max(value, 0)
 
 
 def parse_limit(text: str | None) -> int | None:
-    """A cgroup limit in bytes or units: None for 'max', garbage, or the v1 'unlimited' value."""
-    value = parse_int(text)
-    if value is None or value >= UNLIMITED:
+    """A cgroup limit: None for 'max', garbage, -1 or v1's "unlimited" (PAGE_COUNTER_MAX)."""
+    value = _first_int(text)
+    if value is None or value < 0 or value >= UNLIMITED:
         return None
     return value
 

@@ -1,0 +1,136 @@
+"""The FUSE operations driven directly (no mount) over fixture trees: the tree, the per-open
+generation, and bad input answered with a fallback or a clean errno."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyfuse3
+import pytest
+
+from procfs.fs import ProcFS
+from procfs.registry import all_nodes
+from procfs.services import Config, Services
+from tests.trees import HOST_PIDNS, MEMINFO, FakeHost, v2_cgroup
+
+MIB = 1 << 20
+NS = 4026532100
+
+
+@dataclass
+class Ctx:
+    pid: int
+    uid: int = 0
+    gid: int = 0
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> tuple[FakeHost, Path, ProcFS]:
+    host = FakeHost(tmp_path, ncpus=4)
+    cg = tmp_path / "cgroup"
+    v2_cgroup(cg, "/box", {"memory.max": f"{256 * MIB}\n", "memory.current": f"{10 * MIB}\n",
+                           "memory.stat": "anon 1048576\nfile 2097152\n",
+                           "cpuset.cpus.effective": "1\n", "cpu.max": "max 100000\n"})
+    host.add_process(1, ppid=0, pidns=HOST_PIDNS, nspid=(1,))
+    host.add_process(50, ppid=1, pidns=NS, nspid=(50, 1), cgroup="0::/box\n")
+    host.add_process(51, ppid=50, pidns=NS, nspid=(51, 2), cgroup="0::/box\n")
+    config = Config(proc_root=str(host.proc), sys_root=str(host.sys), cgroup_root=str(cg))
+    services = Services.build(config)
+    ops = ProcFS(all_nodes(services), services.resolver)
+    return host, cg, ops
+
+
+def inode_of(ops: ProcFS, path: str) -> int:
+    return next(i for i, n in ops.files.items() if n.path == path)
+
+
+async def cat(ops: ProcFS, path: str, pid: int, chunk: int = 7) -> bytes:
+    info = await ops.open(inode_of(ops, path), os.O_RDONLY, Ctx(pid))
+    out = b""
+    while piece := await ops.read(info.fh, len(out), chunk):
+        out += piece
+    await ops.release(info.fh)
+    return out
+
+
+async def test_tree_and_lookup(world: tuple[FakeHost, Path, ProcFS]) -> None:
+    _, _, ops = world
+    assert {"proc/meminfo", "proc/cpuinfo", "proc/swaps", "sys/devices/system/cpu/online",
+            "sys/devices/system/cpu/possible", "sys/devices/system/cpu/present"} <= set(ops.paths())
+    proc = await ops.lookup(pyfuse3.ROOT_INODE, b"proc")
+    meminfo = await ops.lookup(proc.st_ino, b"meminfo")
+    assert meminfo.st_mode & 0o777 == 0o444
+    with pytest.raises(pyfuse3.FUSEError) as e:
+        await ops.lookup(proc.st_ino, b"nope")
+    assert e.value.errno == errno.ENOENT
+
+
+async def test_container_and_host_views(world: tuple[FakeHost, Path, ProcFS]) -> None:
+    _, _, ops = world
+    inside = (await cat(ops, "proc/meminfo", 51)).decode()
+    assert inside.startswith("MemTotal:         262144 kB\n")
+    assert (await cat(ops, "sys/devices/system/cpu/online", 51)) == b"0\n"
+    assert (await cat(ops, "proc/cpuinfo", 51)).count(b"processor") == 1
+    assert (await cat(ops, "proc/meminfo", 1)).decode().splitlines()[0] == MEMINFO.splitlines()[0]
+
+
+async def test_one_generation_per_open(world: tuple[FakeHost, Path, ProcFS]) -> None:
+    _, cg, ops = world
+    info = await ops.open(inode_of(ops, "proc/meminfo"), os.O_RDONLY, Ctx(51))
+    first = await ops.read(info.fh, 0, 40)
+    (cg / "box/memory.max").write_text(f"{128 * MIB}\n")
+    rest = await ops.read(info.fh, 40, 1 << 16)
+    await ops.release(info.fh)
+    assert (first + rest).startswith(b"MemTotal:         262144 kB")
+    assert (await cat(ops, "proc/meminfo", 51)).startswith(b"MemTotal:         131072 kB")
+
+
+async def test_vanished_cgroup_serves_host_file(world: tuple[FakeHost, Path, ProcFS],
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    _, cg, ops = world
+    for f in (cg / "box").iterdir():
+        f.unlink()
+    (cg / "box").rmdir()
+    with caplog.at_level(logging.WARNING):
+        out = await cat(ops, "proc/meminfo", 51)
+    assert out.decode().splitlines()[0] == MEMINFO.splitlines()[0]
+    assert "serving the host's file" in caplog.text
+
+
+async def test_vanished_caller_gets_esrch_and_server_goes_on(
+        world: tuple[FakeHost, Path, ProcFS]) -> None:
+    host, _, ops = world
+    with pytest.raises(pyfuse3.FUSEError) as e:
+        await ops.open(inode_of(ops, "proc/meminfo"), os.O_RDONLY, Ctx(4242))
+    assert e.value.errno == errno.ESRCH
+    host.remove_process(51)
+    with pytest.raises(pyfuse3.FUSEError):
+        await ops.open(inode_of(ops, "proc/meminfo"), os.O_RDONLY, Ctx(51))
+    assert (await cat(ops, "proc/meminfo", 50)).startswith(b"MemTotal:         262144 kB")
+
+
+async def test_garbled_and_unlimited_memory(world: tuple[FakeHost, Path, ProcFS]) -> None:
+    _, cg, ops = world
+    (cg / "box/memory.max").write_text("max\n")
+    (cg / "box/memory.stat").write_text("anon\nfile 12 13\n\x00\x01garbage\nshmem -5\n")
+    (cg / "box/memory.current").write_text("999999999999999999999999\n")
+    out = (await cat(ops, "proc/meminfo", 51)).decode()
+    values = {line.split(":")[0]: int(line.split()[1]) for line in out.splitlines()}
+    assert values["MemTotal"] == 16384000  # unlimited: the host's total
+    assert values["MemFree"] == 0 and values["MemAvailable"] == 0
+    assert values["Shmem"] == 0
+
+
+async def test_write_and_bad_handles_refused(world: tuple[FakeHost, Path, ProcFS]) -> None:
+    _, _, ops = world
+    with pytest.raises(pyfuse3.FUSEError) as e:
+        await ops.open(inode_of(ops, "proc/meminfo"), os.O_WRONLY, Ctx(51))
+    assert e.value.errno == errno.EACCES
+    with pytest.raises(pyfuse3.FUSEError) as e:
+        await ops.read(12345, 0, 10)
+    assert e.value.errno == errno.EBADF
+    assert ops.open_handles() == 0
