@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -26,10 +27,12 @@ def parse(argv: list[str] | None) -> Options:
     p.add_argument("--readers", type=_ints, default=None, help="concurrent readers (8,32)")
     p.add_argument("--tput-at", choices=["max", "all"], default="max",
                    help="measure throughput at the largest N only (default) or at every N")
+    p.add_argument("--procfs-args", default="",
+                   help="extra options for `procfs serve`, e.g. '--cache-ttl 0'")
     p.add_argument("--out", type=Path, default=None,
                    help="results directory (benchmarks/results; --quick: benchmarks/results/quick)")
     a = p.parse_args(argv)
-    o = Options(tput_at=a.tput_at)
+    o = Options(tput_at=a.tput_at, procfs_args=shlex.split(a.procfs_args))
     if a.quick:
         o.ns, o.reads, o.tput_seconds, o.quick = [1, 2], 200, 0.2, True
         o.out = o.out / "quick"
@@ -47,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         print("benchmarks: needs root (cgroups, namespaces, FUSE mounts)", file=sys.stderr)
         return 2
     options = {"ns": o.ns, "reads": o.reads, "tput_seconds": o.tput_seconds,
-               "readers": list(o.concurrency), "tput_at": o.tput_at}
+               "readers": list(o.concurrency), "tput_at": o.tput_at, "procfs_args": o.procfs_args}
     results = Results(files=[], skipped=[], options=options, machine=machine())
     with sigterm_as_interrupt():
         Bench(o).run(results)

@@ -64,8 +64,8 @@ class Daemon(Server):
 
     name = "procfs"
 
-    def __init__(self) -> None:
-        super().__init__(prefix=f"bench-{self.name}-")
+    def __init__(self, args: Sequence[str] = ()) -> None:
+        super().__init__(args=args, prefix=f"bench-{self.name}-")
 
     @property
     def pid(self) -> int:

@@ -46,6 +46,7 @@ class Options:
     tput_at: str = "max"  # "max": throughput at the largest N only; "all": at every N
     out: Path = RESULTS
     quick: bool = False
+    procfs_args: list[str] = field(default_factory=list)  # extra `procfs serve` options
 
 
 @dataclass
@@ -129,7 +130,7 @@ class Bench:
 
     def start_daemons(self, stack: contextlib.ExitStack) -> list[str]:
         lxcfs = ensure_lxcfs()
-        procfs = Procfs()
+        procfs = Procfs(self.o.procfs_args)
         stack.callback(procfs.stop)
         procfs.start()
         self.daemons["procfs"] = procfs

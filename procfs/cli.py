@@ -9,6 +9,7 @@ import sys
 import trio
 
 from procfs.cgroup_cpu import CpuViewMode
+from procfs.rendercache import DEFAULT_TTL
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -22,6 +23,7 @@ def _serve(args: argparse.Namespace) -> int:
         cgroup_root=args.cgroup_root,
         cpu_view=CpuViewMode(args.cpu_view),
         fuse_debug=args.fuse_debug,
+        cache_ttl=args.cache_ttl,
     )
     try:
         trio.run(serve, config)
@@ -44,6 +46,9 @@ def parser() -> argparse.ArgumentParser:
                    help="read cgroup hierarchies under this directory instead of mountinfo's")
     s.add_argument("--cpu-view", choices=[m.value for m in CpuViewMode], default="quota",
                    help="CPU count: cpuset capped by quota (default), or the cpuset alone")
+    s.add_argument("--cache-ttl", type=float, default=DEFAULT_TTL, metavar="SECONDS",
+                   help="reuse a file rendered for a container for this long "
+                        "(default %(default)s; 0: render every open)")
     s.add_argument("--fuse-debug", action="store_true", help="libfuse's request log")
     s.set_defaults(func=_serve)
     return p

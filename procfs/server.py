@@ -64,7 +64,7 @@ async def _watch_signals(cancel: trio.CancelScope) -> None:
 async def serve(config: Config) -> None:
     check_mountpoint(config.mountpoint)
     services = Services.build(config)
-    ops = ProcFS(all_nodes(services), services.resolver)
+    ops = ProcFS(all_nodes(services), services.resolver, services.render_cache)
     try:
         async with trio.open_nursery() as nursery:
             for task in services.background:

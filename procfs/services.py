@@ -15,6 +15,7 @@ from typing import Any
 from procfs.cgroup_cpu import CpuViewMode
 from procfs.cgroup_layout import CgroupLayout
 from procfs.hostproc import HostProc
+from procfs.rendercache import DEFAULT_TTL, RenderCache
 from procfs.resolve import Resolver
 from procfs.views import Views
 
@@ -29,6 +30,7 @@ class Config:
     cgroup_root: str | None = None  # None: find the hierarchies in mountinfo
     cpu_view: CpuViewMode = CpuViewMode.QUOTA
     fuse_debug: bool = False
+    cache_ttl: float = DEFAULT_TTL  # seconds a rendering is reused for one container; 0: never
 
 
 @dataclass
@@ -40,6 +42,7 @@ class Services:
     views: Views
     clock: Callable[[], float] = time.monotonic
     background: list[BackgroundTask] = field(default_factory=list)
+    render_cache: RenderCache | None = None
 
     @classmethod
     def build(cls, config: Config, clock: Callable[[], float] = time.monotonic) -> Services:
@@ -50,7 +53,8 @@ class Services:
             layout = CgroupLayout.from_mountinfo(config.proc_root)
         resolver = Resolver(host, layout, clock=clock)
         views = Views(host, config.cpu_view, clock=clock)
-        return cls(config, host, layout, resolver, views, clock)
+        cache = RenderCache(config.cache_ttl, clock=clock) if config.cache_ttl > 0 else None
+        return cls(config, host, layout, resolver, views, clock, render_cache=cache)
 
     def close(self) -> None:
         self.resolver.close()
