@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := libfuse3-dev fuse3 pkg-config procps util-linux busybox-static stress-ng gcc python3-dev
+APT_PACKAGES := libfuse3-dev fuse3 pkg-config procps util-linux busybox-static stress-ng sysstat runc gcc python3-dev
 STAMP := $(VENV)/.installed
 
 .PHONY: setup test unit integration lint demo bench clean

@@ -51,6 +51,10 @@ def parser() -> argparse.ArgumentParser:
                         "(default %(default)s; 0: render every open)")
     s.add_argument("--fuse-debug", action="store_true", help="libfuse's request log")
     s.set_defaults(func=_serve)
+
+    from procfs.attach_cli import add_parsers
+
+    add_parsers(sub)  # attach, detach, oci-hook, docker-flags
     return p
 
 

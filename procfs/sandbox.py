@@ -163,10 +163,9 @@ class Cgroup:
 
 
 def served_paths(mount: str) -> list[str]:
-    out: list[str] = []
-    for root, _, files in os.walk(mount):
-        out.extend(os.path.relpath(os.path.join(root, f), mount) for f in files)
-    return sorted(out)
+    from procfs.attach import served_files
+
+    return served_files(mount)
 
 
 class Sandbox:
@@ -180,11 +179,13 @@ class Sandbox:
         *,
         boottime_offset: int | None = None,
         files: Sequence[str] | None = None,
+        attach: bool = False,
     ) -> None:
         self.cgroup = cgroup
         self.mount = mount
         self.boottime_offset = boottime_offset
         self.files = files
+        self.attach = attach  # bind with `procfs attach` (procfs.attach) instead of a script
         self.proc: subprocess.Popen[bytes] | None = None
         self.pid = 0  # the init, as seen from the host
 
@@ -204,7 +205,8 @@ class Sandbox:
                 "--mount-proc"]
         if self.boottime_offset is not None:
             argv += ["--time", "--boottime", str(self.boottime_offset)]
-        script = self._binds() + "\necho ready\nexec sleep infinity\n"
+        binds = "" if self.attach else self._binds()
+        script = binds + "\necho ready\nexec sleep infinity\n"
         argv += ["sh", "-ec", script]
         cg = self.cgroup
         self.proc = subprocess.Popen(
@@ -217,6 +219,14 @@ class Sandbox:
             self.stop()
             raise RuntimeError("sandbox init failed to start")
         self.pid = self._child_of(self.proc.pid, timeout)
+        if self.attach and self.mount is not None:
+            from procfs.attach import Attacher
+
+            try:
+                Attacher(self.mount).attach(self.pid, files=self.files)
+            except BaseException:
+                self.stop()
+                raise
         return self
 
     @staticmethod

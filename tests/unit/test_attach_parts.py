@@ -1,0 +1,126 @@
+"""Issue 6, without a mount: the state file, the OCI state, mountinfo, the docker flags."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from procfs.attach import ExitCode
+from procfs.attach_cli import EPILOG
+from procfs.cli import parser
+from procfs.nsmount import parse_mountinfo
+from procfs.oci import RUNC_PROC_MOUNTS, BadState, HookState, docker_flags
+from procfs.state import Attachment, StateError, StateFile
+
+
+def me() -> Attachment:
+    with open("/proc/self/stat") as f:
+        start = int(f.read().rpartition(")")[2].split()[19])
+    ns = os.stat("/proc/self/ns/pid").st_ino
+    return Attachment(os.getpid(), start, ns, os.stat("/proc/self/ns/mnt").st_ino,
+                      "/var/lib/procfs", files=("proc/meminfo",))
+
+
+def test_state_records_replaces_forgets_and_prunes(tmp_path) -> None:
+    state = StateFile(str(tmp_path / "run" / "attached.json"))
+    assert state.load() == []
+    live = me()
+    dead = Attachment(live.pid, live.start_ticks + 1, 1, 2, "/m")  # same pid, other start
+    state.record(live)
+    state.record(live)  # one entry per process
+    assert state.load() == [live]
+    # a stale entry (the pid reused by another process) is pruned on the next write
+    with open(state.path, "w") as f:
+        json.dump({"version": 1, "attached": [dead.to_json(), live.to_json()]}, f)
+    assert state.live() == [live]
+    assert state.prune() == [live]
+    assert state.load() == [live]
+    state.forget(live.pid)
+    assert state.load() == []
+    assert sorted(os.listdir(tmp_path / "run")) == ["attached.json", "attached.json.lock"]
+
+
+def test_state_rejects_garbage(tmp_path) -> None:
+    path = tmp_path / "attached.json"
+    path.write_text("{not json")
+    with pytest.raises(StateError, match="cannot read"):
+        StateFile(str(path)).load()
+    path.write_text('{"attached": 3}')
+    with pytest.raises(StateError, match="not a procfs state file"):
+        StateFile(str(path)).load()
+
+
+def test_attachment_round_trips_and_ignores_unknown_keys() -> None:
+    a = me()
+    assert Attachment.from_json({**a.to_json(), "future": 1}) == a
+
+
+def test_mountinfo_parser_unescapes_and_skips_optional_fields() -> None:
+    text = ("36 35 0:41 / /var/lib/procfs rw,nosuid shared:7 master:1 - fuse.procfs procfs rw\n"
+            "90 36 0:41 /proc/meminfo /tmp/my\\040root/proc/meminfo rw - fuse.procfs procfs rw\n"
+            "garbage line\n")
+    a, b = parse_mountinfo(text)
+    assert (a.mount_id, a.dev, a.root, a.mountpoint, a.fstype) == (
+        36, "0:41", "/", "/var/lib/procfs", "fuse.procfs")
+    assert b.mountpoint == "/tmp/my root/proc/meminfo" and b.root == "/proc/meminfo"
+
+
+def test_oci_state_parsing(tmp_path) -> None:
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "config.json").write_text(json.dumps(
+        {"root": {"path": "rootfs"}, "annotations": {"io.procfs.disable": "no"}}))
+    state = HookState.parse(json.dumps({"ociVersion": "1.0.2", "id": "c1", "pid": 42,
+                                        "bundle": str(bundle), "status": "creating"}).encode())
+    config = state.config()
+    assert state.rootfs(config) == str(bundle / "rootfs")
+    assert not state.disabled(config)
+    config["root"]["path"] = "/abs/root"
+    assert state.rootfs(config) == "/abs/root"
+    opted_out = HookState.parse(json.dumps({"pid": 42, "bundle": str(bundle), "annotations":
+                                            {"io.procfs.disable": "TRUE"}}).encode())
+    assert opted_out.disabled(config)
+    for bad, why in ((b"[", "not JSON"), (b"[]", "not a JSON object"),
+                     (b'{"bundle": "/x"}', "no pid"), (b'{"pid": 3}', "no bundle")):
+        with pytest.raises(BadState, match=why):
+            HookState.parse(bad)
+    with pytest.raises(BadState, match="cannot read"):
+        HookState.parse(b'{"pid": 3, "bundle": "/nonexistent"}').config()
+
+
+def test_docker_flags_from_the_registry_match_runcs_rules(tmp_path) -> None:
+    """No server at the mount: the list comes from the registry; every bind is one runc takes."""
+    flags = docker_flags(str(tmp_path / "nomount")).splitlines()
+    binds = [f.removeprefix("-v ").split(":") for f in flags]
+    assert ["proc/meminfo" in s for s, _, _ in binds].count(True) == 1
+    for source, dest, mode in binds:
+        assert source == str(tmp_path / "nomount") + dest and mode == "rw"
+        assert not dest.startswith("/proc/") or dest[1:] in RUNC_PROC_MOUNTS
+    compose = docker_flags(str(tmp_path / "nomount"), compose=True, host_mount="/var/lib/procfs")
+    lines = compose.splitlines()
+    assert lines[0] == "volumes:" and len(lines) == len(flags) + 1
+    assert all(x.startswith("  - /var/lib/procfs/") for x in lines[1:])
+
+
+def test_cli_documents_exit_codes_and_parses() -> None:
+    for code in ExitCode:
+        assert f"{code.value} " in EPILOG
+    args = parser().parse_args(["attach", "init", "--rootfs", "/r", "--mount", "/m"])
+    assert (args.pid, args.rootfs, args.mount) == ("init", "/r", "/m")
+    assert parser().parse_args(["detach", "12"]).pid == 12
+    r = subprocess.run([sys.executable, "-m", "procfs", "attach", "x"], capture_output=True,
+                       text=True)
+    assert r.returncode == ExitCode.USAGE and "not a pid" in r.stderr
+
+
+def test_oci_hook_with_bad_input_lets_the_container_start(tmp_path) -> None:
+    r = subprocess.run([sys.executable, "-m", "procfs", "oci-hook", "--state",
+                        str(tmp_path / "s.json")], input="nope", capture_output=True, text=True)
+    assert r.returncode == 0 and "not JSON" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "procfs", "oci-hook", "--strict"], input="nope",
+                       capture_output=True, text=True)
+    assert r.returncode == ExitCode.USAGE
