@@ -87,7 +87,8 @@ class HostProc:
         return read_text(self.path(pid, name), ProcessGone)
 
     def pid_ns(self, pid: int | str, kind: str = "pid") -> int:
-        return readlink_ns(self.path(pid, "ns", kind), ProcessGone)
+        # Once per request: a plain f-string, not os.path.join.
+        return readlink_ns(f"{self.proc_root}/{pid}/ns/{kind}", ProcessGone)
 
     def stat(self, pid: int) -> PidStat:
         return parse_pid_stat(self.pid_text(pid, "stat"))

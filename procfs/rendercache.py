@@ -6,7 +6,9 @@ Keys are (inode, `Container.key`) — the pid-namespace inode, the init's pid an
 time — never a bare pid, so an entry can never be served to another container; host callers
 share the key (inode, None). What a reader sees is at most `ttl` seconds older than an uncached
 rendering (the kernel itself flushes memcg statistics only every 2 s). The cache holds at most
-`max_bytes` of renderings; expired ones are dropped as new ones come in.
+`max_bytes` of renderings; expired ones are dropped at least once a second.
+
+Not thread-safe: the server calls it from its one trio thread.
 """
 
 from __future__ import annotations
@@ -14,10 +16,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from cachetools import TTLCache
-
 DEFAULT_TTL = 0.01  # seconds: the staleness bound the README states
 DEFAULT_MAX_BYTES = 8 << 20
+PURGE_EVERY = 1.0  # seconds between sweeps of expired entries
 
 Key = tuple[int, tuple[int, int, int] | None]
 
@@ -27,17 +28,38 @@ class RenderCache:
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.ttl = ttl
         self.max_bytes = max_bytes
-        self._cache: TTLCache[Key, bytes] = TTLCache(max_bytes, ttl, timer=clock, getsizeof=len)
+        self.clock = clock
+        self._entries: dict[Key, tuple[float, bytes]] = {}  # key → (expiry, data), oldest first
+        self._bytes = 0
+        self._next_purge = clock() + PURGE_EVERY
         self.hits = self.misses = 0
 
     def get(self, key: Key) -> bytes | None:
-        data = self._cache.get(key)
-        if data is None:
-            self.misses += 1
-        else:
+        entry = self._entries.get(key)
+        if entry is not None and self.clock() < entry[0]:
             self.hits += 1
-        return data
+            return entry[1]
+        self.misses += 1
+        return None
 
     def put(self, key: Key, data: bytes) -> None:
-        if len(data) <= self.max_bytes // 16:  # one huge file must not flush everyone's
-            self._cache[key] = data
+        if len(data) > self.max_bytes // 16:  # one huge file must not flush everyone's
+            return
+        now = self.clock()
+        old = self._entries.pop(key, None)
+        if old is not None:
+            self._bytes -= len(old[1])
+        self._entries[key] = (now + self.ttl, data)
+        self._bytes += len(data)
+        if self._bytes > self.max_bytes or now >= self._next_purge:
+            self._purge(now)
+
+    def _purge(self, now: float) -> None:
+        self._next_purge = now + PURGE_EVERY
+        for key, (expiry, data) in list(self._entries.items()):
+            if expiry <= now or self._bytes > self.max_bytes:  # expired, or the oldest
+                del self._entries[key]
+                self._bytes -= len(data)
+
+    def __len__(self) -> int:
+        return len(self._entries)
