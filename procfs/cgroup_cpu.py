@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 from enum import Enum
 
@@ -44,7 +43,15 @@ def _quota_cpus_v2(text: str | None) -> int | None:
         period = int(parts[1]) if len(parts) > 1 else 100000
     except ValueError:
         return None
-    return math.ceil(quota / period) if quota > 0 and period > 0 else None
+    return _ceil_div(quota, period)
+
+
+def _ceil_div(quota: int, period: int) -> int | None:
+    """ceil(quota / period) in integers (a float would overflow on a huge quota); None when
+    either is zero or negative: v1 writes -1 for no limit, and a period of 0 limits nothing."""
+    if quota <= 0 or period <= 0:
+        return None
+    return -(-quota // period)
 
 
 def _quota_cpus_v1(quota_text: str | None, period_text: str | None) -> int | None:
@@ -53,7 +60,7 @@ def _quota_cpus_v1(quota_text: str | None, period_text: str | None) -> int | Non
         period = int((period_text or "").strip())
     except ValueError:
         return None
-    return math.ceil(quota / period) if quota > 0 and period > 0 else None
+    return _ceil_div(quota, period)
 
 
 def read_quota_cpus(dirs: CgroupDirs) -> int | None:

@@ -48,14 +48,24 @@ MAX_RENDERED = 4 << 20
 
 
 class BytesFile:
-    """One rendered generation of a read-only file."""
+    """One rendered generation of a read-only file.
 
-    __slots__ = ("data",)
+    With `refresh`, a read at offset 0 after an earlier read renders a new generation, as the
+    kernel's own /proc files do: `top` keeps /proc/stat (and meminfo) open and re-reads it
+    after `lseek(0)` every refresh. A reader going through the file in chunks never asks for
+    offset 0 twice, so it still sees one consistent generation."""
 
-    def __init__(self, data: bytes) -> None:
+    __slots__ = ("data", "read_once", "refresh")
+
+    def __init__(self, data: bytes, refresh: Callable[[], bytes] | None = None) -> None:
         self.data = data[:MAX_RENDERED]
+        self.refresh = refresh
+        self.read_once = False
 
     async def read(self, offset: int, size: int) -> bytes:
+        if offset == 0 and self.read_once and self.refresh is not None:
+            self.data = self.refresh()[:MAX_RENDERED]
+        self.read_once = True
         return self.data[offset : offset + size]
 
     async def write(self, offset: int, data: bytes) -> int:
@@ -63,6 +73,7 @@ class BytesFile:
 
     def release(self) -> None:
         self.data = b""
+        self.refresh = None
 
 
 @dataclass
@@ -83,10 +94,15 @@ class OverlayNode:
         if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND):
             raise Refused(f"{self.path} is read-only", errno.EACCES)
         if caller.container is None:
-            return BytesFile(self.host())
-        try:
-            return BytesFile(self.render(caller.container))
-        except Exception as e:
-            log.warning("%s for pid %d (container %s): %s: %s; serving the host's file",
-                        self.path, caller.pid, caller.container.key, type(e).__name__, e)
-            return BytesFile(self.host())
+            return BytesFile(self.host(), self.host)
+        container = caller.container
+
+        def generate() -> bytes:
+            try:
+                return self.render(container)
+            except Exception as e:
+                log.warning("%s for pid %d (container %s): %s: %s; serving the host's file",
+                            self.path, caller.pid, container.key, type(e).__name__, e)
+                return self.host()
+
+        return BytesFile(generate(), generate)

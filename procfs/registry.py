@@ -12,6 +12,7 @@ from procfs.hostproc import HostProc
 from procfs.nodes import FileNode, OverlayNode
 from procfs.services import Services
 from procfs.views_io import io_nodes
+from procfs.views_time import TimeViews
 
 CPU_DIR = "sys/devices/system/cpu"
 
@@ -37,5 +38,17 @@ def memory_and_cpu_nodes(s: Services) -> list[FileNode]:
     ]
 
 
+def time_nodes(s: Services) -> list[FileNode]:
+    """proc/stat, proc/uptime, proc/loadavg; the loadavg sampler joins `s.background`."""
+    t = TimeViews(s.host, s.views)
+    s.background.append(t.loads.run)
+    host = s.host
+    return [
+        OverlayNode("proc/stat", t.stat, host_proc(host, "stat")),
+        OverlayNode("proc/uptime", t.uptime, host_proc(host, "uptime")),
+        OverlayNode("proc/loadavg", t.loadavg, host_proc(host, "loadavg")),
+    ]
+
+
 def all_nodes(s: Services) -> list[FileNode]:
-    return [*memory_and_cpu_nodes(s), *io_nodes(s)]
+    return [*memory_and_cpu_nodes(s), *io_nodes(s), *time_nodes(s)]

@@ -209,15 +209,19 @@ class Sandbox:
         script = binds + "\necho ready\nexec sleep infinity\n"
         argv += ["sh", "-ec", script]
         cg = self.cgroup
-        self.proc = subprocess.Popen(
-            argv, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
-            preexec_fn=(lambda: cg.add(os.getpid())) if cg else None,
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if line.strip() != b"ready":
-            self.stop()
-            raise RuntimeError("sandbox init failed to start")
+        # unshare's own complaints when its init is killed at stop go to a file, not the
+        # terminal; they are shown if the init fails to start.
+        with tempfile.TemporaryFile() as errors:
+            self.proc = subprocess.Popen(
+                argv, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, stderr=errors,
+                preexec_fn=(lambda: cg.add(os.getpid())) if cg else None,
+            )
+            assert self.proc.stdout is not None
+            line = self.proc.stdout.readline()
+            if line.strip() != b"ready":
+                self.stop()
+                errors.seek(0)
+                raise RuntimeError(f"sandbox init failed to start: {errors.read().decode()!r}")
         self.pid = self._child_of(self.proc.pid, timeout)
         if self.attach and self.mount is not None:
             from procfs.attach import Attacher
@@ -277,10 +281,13 @@ class Sandbox:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signal.SIGKILL)  # init's death ends its whole namespace
         if self.proc is not None:
-            if self.proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    self.proc.kill()
-            self.proc.wait(timeout=10)
+            # unshare reaps the init and exits; killing it first would leave the init to be
+            # reaped later by the host's init, a zombie that still looks alive for a while.
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
             if self.proc.stdout:
                 self.proc.stdout.close()
         self.pid = 0

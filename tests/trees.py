@@ -77,7 +77,8 @@ class FakeHost:
         os.symlink(f"pid:[{HOST_PIDNS}]", self.proc / "self/ns/pid")
 
     def add_process(self, pid: int, *, ppid: int, pidns: int, nspid: tuple[int, ...],
-                    cgroup: str = "0::/\n", start: int = 1000, timens: str | None = None) -> None:
+                    cgroup: str = "0::/\n", start: int = 1000, timens: str | None = None,
+                    state: str = "S") -> None:
         d = self.proc / str(pid)
         (d / "ns").mkdir(parents=True, exist_ok=True)
         link = d / "ns/pid"
@@ -86,7 +87,7 @@ class FakeHost:
         os.symlink(f"pid:[{pidns}]", link)
         write(d / "status", f"Name:\tx\nPPid:\t{ppid}\nNSpid:\t" +
               "\t".join(map(str, nspid)) + "\n")
-        fields = ["S", str(ppid)] + ["0"] * 17 + [str(start)] + ["0"] * 20
+        fields = [state, str(ppid)] + ["0"] * 17 + [str(start)] + ["0"] * 20
         write(d / "stat", f"{pid} (proc name) " + " ".join(fields) + "\n")
         write(d / "cgroup", cgroup)
         if timens is not None:

@@ -1,0 +1,121 @@
+"""/proc/stat: the container's CPUs and CPU time, its task counts and its boot time.
+
+`cpu` and `cpuN` lines carry the ten columns procps reads (user nice system idle iowait irq
+softirq steal guest guest_nice), in USER_HZ ticks. Only user, system and idle are the
+container's own: a cgroup accounts no nice/iowait/irq time, so those columns are 0. `intr`,
+`ctxt` and `softirq` stay the host's; `btime`, `processes`, `procs_running` and `procs_blocked`
+are replaced.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+COLUMNS = 10  # user nice system idle iowait irq softirq steal guest guest_nice
+
+
+@dataclass(frozen=True)
+class CpuTimes:
+    """One `cpuN` line, in ticks. Always ten non-negative columns."""
+
+    user: int = 0
+    nice: int = 0
+    system: int = 0
+    idle: int = 0
+    iowait: int = 0
+    irq: int = 0
+    softirq: int = 0
+    steal: int = 0
+    guest: int = 0
+    guest_nice: int = 0
+
+    def columns(self) -> tuple[int, ...]:
+        return (self.user, self.nice, self.system, self.idle, self.iowait, self.irq,
+                self.softirq, self.steal, self.guest, self.guest_nice)
+
+    @classmethod
+    def of(cls, columns: tuple[int, ...]) -> CpuTimes:
+        padded = (tuple(max(int(c), 0) for c in columns) + (0,) * COLUMNS)[:COLUMNS]
+        return cls(*padded)
+
+
+def busy_idle(busy: tuple[tuple[int, int], ...], wall: int,
+              steal: tuple[int, ...] = ()) -> tuple[CpuTimes, ...]:
+    """Per-CPU (user, system) ticks and the container's wall time in ticks → cpuN lines whose
+    columns add up to the wall time. `steal`: ticks the container's tasks were runnable but
+    waited for a CPU (the host's other load, or the container's own quota), shown as steal as a
+    hypervisor shows it to a VM, capped at the time left. A CPU busier than the wall time (CPU
+    time the cgroup spent before its init started, clock granularity) gets idle 0, never a
+    negative one."""
+    wall = max(wall, 0)
+    out = []
+    for i, (user, system) in enumerate(busy):
+        user, system = max(user, 0), max(system, 0)
+        left = max(wall - user - system, 0)
+        stolen = min(max(steal[i] if i < len(steal) else 0, 0), left)
+        out.append(CpuTimes(user=user, system=system, idle=left - stolen, steal=stolen))
+    return tuple(out)
+
+
+def never_backwards(prev: tuple[CpuTimes, ...] | None,
+                    cur: tuple[CpuTimes, ...]) -> tuple[CpuTimes, ...]:
+    """Each column the larger of this read and the previous one, so that `top`'s deltas are never
+    negative (a quota change reshuffles the spread; idle = wall − busy can shrink). A different
+    CPU count starts afresh: the lines no longer describe the same CPUs."""
+    if prev is None or len(prev) != len(cur):
+        return cur
+    return tuple(
+        CpuTimes.of(tuple(max(a, b) for a, b in zip(p.columns(), c.columns(), strict=True)))
+        for p, c in zip(prev, cur, strict=True)
+    )
+
+
+def host_cpu_lines(text: str) -> dict[int, CpuTimes]:
+    """The `cpuN` lines of a /proc/stat text, by N; garbled columns read as 0."""
+    out: dict[int, CpuTimes] = {}
+    for line in text.splitlines():
+        name, _, rest = line.partition(" ")
+        if name.startswith("cpu") and name[3:].isdigit():
+            cols = tuple(int(w) if w.isdigit() else 0 for w in rest.split())
+            out[int(name[3:])] = CpuTimes.of(cols)
+    return out
+
+
+@dataclass(frozen=True)
+class StatSnapshot:
+    host_text: str  # the host's /proc/stat: intr, ctxt, softirq and unknown lines come from it
+    cpus: tuple[CpuTimes, ...]  # the container's CPUs, numbered from 0
+    btime: int  # seconds since the epoch when the container's clock reads 0
+    processes: int
+    procs_running: int
+    procs_blocked: int
+
+
+def _line(name: str, t: CpuTimes) -> str:
+    return name + " " + " ".join(str(c) for c in t.columns())
+
+
+def render(snap: StatSnapshot) -> bytes:
+    total = CpuTimes.of(tuple(sum(col) for col in zip(*(c.columns() for c in snap.cpus),
+                                                     strict=True))) if snap.cpus else CpuTimes()
+    lines = ["cpu  " + " ".join(str(c) for c in total.columns())]  # the kernel's two spaces
+    lines += [_line(f"cpu{i}", t) for i, t in enumerate(snap.cpus)]
+    ours = {
+        "btime": max(snap.btime, 0),
+        "processes": max(snap.processes, 0),
+        "procs_running": max(snap.procs_running, 0),
+        "procs_blocked": max(snap.procs_blocked, 0),
+    }
+    seen: set[str] = set()
+    for line in snap.host_text.splitlines():
+        key = line.split(" ", 1)[0]
+        if key.startswith("cpu"):
+            continue
+        if key in ours:
+            if key not in seen:
+                lines.append(f"{key} {ours[key]}")
+                seen.add(key)
+            continue
+        lines.append(line)
+    lines += [f"{k} {v}" for k, v in ours.items() if k not in seen]
+    return ("\n".join(lines) + "\n").encode()

@@ -1,0 +1,145 @@
+"""Time views: /proc/stat, /proc/uptime and /proc/loadavg of a container.
+
+The container's clock starts when its init started: uptime = the host's CLOCK_BOOTTIME − the
+init's start time (field 22 of /proc/PID/stat, kept in `Container.reaper_start`) + the boottime
+offset of the init's time namespace. The daemon reads field 22 in its own time namespace, as it
+reads its own CLOCK_BOOTTIME, so the difference is the real time since the init started; the
+offset is added the way the kernel adds it for a reader inside that namespace.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import TypeVar
+
+from overlays import loadavg, stat, uptime
+from overlays.stat import CpuTimes, host_cpu_lines
+from procfs.cpu_time import NS, CpuUsage, TaskCount, count_tasks, read_cpu_usage, spread
+from procfs.errors import ProcfsError
+from procfs.hostproc import HostProc
+from procfs.loadavg import LoadTracker
+from procfs.resolve import Container
+from procfs.views import Views
+
+Key = tuple[int, int, int]
+V = TypeVar("V")
+
+
+def boottime() -> float:
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+def clock_ticks() -> int:
+    try:
+        return max(os.sysconf("SC_CLK_TCK"), 1)
+    except (ValueError, OSError):
+        return 100
+
+
+def container_uptime(now_boottime: float, start_ticks: int, hz: int, offset_ns: int) -> float:
+    """Seconds on the container's CLOCK_BOOTTIME; never negative (a negative offset larger than
+    the time since boot is refused by the kernel, but a garbled file must not show one)."""
+    return max(now_boottime - start_ticks / max(hz, 1) + offset_ns / NS, 0.0)
+
+
+class _LastValues:
+    """What each container was last shown, so that its counters never go backwards; bounded."""
+
+    def __init__(self, maxsize: int = 4096) -> None:
+        self.maxsize = maxsize
+        self._cpus: OrderedDict[Key, tuple[CpuTimes, ...]] = OrderedDict()
+        self._idle: OrderedDict[Key, float] = OrderedDict()
+
+    def cpus(self, key: Key, cur: tuple[CpuTimes, ...]) -> tuple[CpuTimes, ...]:
+        shown = stat.never_backwards(self._cpus.get(key), cur)
+        self._put(self._cpus, key, shown)
+        return shown
+
+    def idle(self, key: Key, cur: float) -> float:
+        shown = max(self._idle.get(key, 0.0), cur)
+        self._put(self._idle, key, shown)
+        return shown
+
+    def _put(self, d: OrderedDict[Key, V], key: Key, value: V) -> None:
+        d[key] = value
+        d.move_to_end(key)
+        while len(d) > self.maxsize:
+            d.popitem(last=False)
+
+
+class TimeViews:
+    def __init__(
+        self,
+        host: HostProc,
+        views: Views,
+        *,
+        boottime: Callable[[], float] = boottime,
+        realtime: Callable[[], float] = time.time,
+        hz: int | None = None,
+        tracker: LoadTracker | None = None,
+    ) -> None:
+        self.host = host
+        self.views = views
+        self.boottime = boottime
+        self.realtime = realtime
+        self.hz = hz or clock_ticks()
+        self.loads = tracker or LoadTracker(self.count_tasks)
+        self._last = _LastValues()
+
+    # Readers.
+
+    def uptime_seconds(self, c: Container) -> float:
+        return container_uptime(self.boottime(), c.reaper_start, self.hz, c.boottime_offset_ns)
+
+    def host_cpus(self, cpus: tuple[int, ...]) -> tuple[CpuTimes, ...]:
+        """The host's own lines for these CPUs (a container without a cgroup of its own)."""
+        lines = host_cpu_lines(self.host.text("stat"))
+        return tuple(lines.get(cpu, CpuTimes()) for cpu in cpus)
+
+    def count_tasks(self, c: Container, waits: bool = False) -> TaskCount | None:
+        """The container's tasks by state (with `waits`: and their time waiting for a CPU)."""
+        try:
+            level = len(self.host.status(c.reaper).nspid)
+        except ProcfsError:  # the init exited: its namespace (and every task in it) is ending
+            level = 0
+        return count_tasks(self.host, c.cgroups, level, waits)
+
+    def cpu_times(self, c: Container, up: float, usage: CpuUsage | None,
+                  waited_ns: int = 0) -> tuple[CpuTimes, ...]:
+        view = self.views.cpu_view(c)
+        if usage is None:
+            return self._last.cpus(c.key, self.host_cpus(view.cpus))
+        tick_ns = NS // self.hz
+        busy = tuple((u // tick_ns, s // tick_ns) for u, s in spread(usage, view.cpus))
+        steal = tuple(w // tick_ns for w, _ in spread(CpuUsage(waited_ns, 0), view.cpus))
+        return self._last.cpus(c.key, stat.busy_idle(busy, int(up * self.hz), steal))
+
+    # Renderers, one per file.
+
+    def stat(self, c: Container) -> bytes:
+        host_text = self.host.text("stat")
+        up = self.uptime_seconds(c)
+        tasks = self.count_tasks(c, waits=True) or TaskCount(0, 0, 0, 0)
+        cpus = self.cpu_times(c, up, read_cpu_usage(c.cgroups, self.hz), tasks.waited_ns)
+        btime = int(self.realtime() - up)
+        return stat.render(stat.StatSnapshot(host_text, cpus, btime, tasks.newest_pid,
+                                             tasks.running, tasks.blocked))
+
+    def uptime(self, c: Container) -> bytes:
+        up = self.uptime_seconds(c)
+        view = self.views.cpu_view(c)
+        usage = read_cpu_usage(c.cgroups, self.hz)
+        if usage is not None:
+            idle = up * view.count - usage.total_ns / NS
+        else:  # no CPU time of its own: the host's idle share of those CPUs
+            lines = self.host_cpus(view.cpus)
+            total = sum(sum(t.columns()) for t in lines)
+            idle = up * view.count * (sum(t.idle for t in lines) / total if total else 1.0)
+        idle = self._last.idle(c.key, idle)
+        return uptime.render(uptime.UptimeSnapshot(up, max(idle, 0.0)))
+
+    def loadavg(self, c: Container) -> bytes:
+        return loadavg.render(self.loads.read(c))

@@ -1,0 +1,132 @@
+"""Issue 3 acceptance: top, uptime, /proc/stat, /proc/uptime and /proc/loadavg inside real
+containers (own cgroup, new pid + mount (+ time) namespaces) on the real machine."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+
+from procfs.sandbox import Cgroup, Limits, Sandbox, Server
+
+DAY = 86400
+
+
+def top_header(sb: Sandbox) -> str:
+    return sb.sh("top -bn1 -1 -w 512 | head -n 3")
+
+
+def proc_uptime(sb: Sandbox) -> float:
+    return float(sb.sh("cat /proc/uptime").split()[0])
+
+
+def cpu_rows(stat: str) -> dict[str, list[int]]:
+    return {x.split()[0]: [int(v) for v in x.split()[1:]] for x in stat.splitlines()
+            if x.startswith("cpu")}
+
+
+def busy_share(a: list[int], b: list[int]) -> float:
+    """Busy share of one `cpu` line between two reads, as top computes it."""
+    delta = [y - x for x, y in zip(a, b, strict=True)]
+    assert all(d >= 0 for d in delta), (a, b)  # counters never go backwards
+    idle = delta[3] + delta[4]
+    total = sum(delta[:8])
+    return (total - idle) / total if total else 0.0
+
+
+def test_top_and_uptime_in_a_one_cpu_container(make_container) -> None:
+    started = time.monotonic()
+    sb = make_container(Limits(cpus="0"))
+    header = top_header(sb)
+    age = time.monotonic() - started
+    # top's per-CPU mode (-1): exactly one CPU line, and the container's uptime (< 1 minute)
+    assert re.findall(r"%Cpu\d+", header) == ["%Cpu0"], header
+    assert re.search(r"^top - \S+ up 0 min,", header), header
+    assert re.search(r" up 0 min,", sb.sh("uptime")), sb.sh("uptime")
+    up = proc_uptime(sb)
+    assert 0 <= up <= age + 2
+    with open("/proc/uptime") as f:
+        assert float(f.read().split()[0]) > up  # the host has been up longer
+    stat = sb.sh("cat /proc/stat")
+    rows = cpu_rows(stat)
+    assert list(rows) == ["cpu", "cpu0"] and all(len(r) == 10 for r in rows.values())
+    btime = int(re.search(r"^btime (\d+)$", stat, re.M).group(1))  # type: ignore[union-attr]
+    assert abs(btime + proc_uptime(sb) - time.time()) <= 2
+
+
+def test_one_day_boottime_offset(make_container) -> None:
+    started = time.monotonic()
+    sb = make_container(Limits(cpus="0"), boottime_offset=DAY)
+    up = proc_uptime(sb)
+    assert DAY <= up <= DAY + time.monotonic() - started + 2
+    assert re.search(r" up 1 day, +0 min,", sb.sh("uptime")), sb.sh("uptime")
+    assert re.search(r"^top - \S+ up 1 day, +0 min,", top_header(sb), re.M)
+    stat = sb.sh("cat /proc/stat")
+    btime = int(re.search(r"^btime (\d+)$", stat, re.M).group(1))  # type: ignore[union-attr]
+    assert abs(btime + DAY + (time.monotonic() - started) - time.time()) <= 3
+    # idle = uptime x CPUs - CPU time: a day of one idle CPU
+    assert DAY - 5 <= float(sb.sh("cat /proc/uptime").split()[1]) <= up + 1
+
+
+def cgroup_usage_ns(cg: Cgroup) -> int:
+    with open(cg.file("cpuacct", "cpuacct.usage")) as f:
+        return int(f.read())
+
+
+def test_busy_and_idle_containers_side_by_side(make_container, make_cgroup) -> None:
+    """One busy task (stress-ng, in a sub-cgroup of the container) under a one-CPU quota,
+    beside an idle container: CPU shares over one second, then load averages after 15 s."""
+    busy = make_container(Limits(quota=(100000, 100000)))
+    idle = make_container(Limits(quota=(100000, 100000)))
+    assert busy.cgroup is not None
+    inner = make_cgroup(parent=busy.cgroup)
+    stress = busy.popen(["stress-ng", "--cpu", "1", "--timeout", "18", "-q"], cgroup=inner,
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    t0 = time.monotonic()
+    try:
+        time.sleep(1.0)
+        # the first reads: from now on the sampler follows both containers
+        for sb in (busy, idle):
+            assert re.fullmatch(r"\d+\.\d\d \d+\.\d\d \d+\.\d\d \d+/\d+ \d+\n",
+                                sb.sh("cat /proc/loadavg"))
+        read_twice = "cat /proc/stat; echo --; sleep 1; cat /proc/stat"
+        before_ns = cgroup_usage_ns(busy.cgroup)
+        first, second = busy.sh(read_twice).split("--\n")
+        used_s = (cgroup_usage_ns(busy.cgroup) - before_ns) / 1e9
+        a, b = cpu_rows(first), cpu_rows(second)
+        assert list(a) == ["cpu", "cpu0"]  # quota 1 CPU: one CPU line
+        # Busy as top counts it: everything but idle. On a loaded host part of it is steal
+        # (the task was runnable but waited for a CPU), as a VM shows its host's contention.
+        assert busy_share(a["cpu"], b["cpu"]) >= 0.8, (a, b)
+        # what the view calls user + system is what the cgroup used, read from the host
+        busy_ticks = sum(b["cpu"][:3]) - sum(a["cpu"][:3])
+        assert abs(busy_ticks / 100 - used_s) <= 0.25, (busy_ticks, used_s)
+        first, second = idle.sh(read_twice).split("--\n")
+        assert busy_share(cpu_rows(first)["cpu"], cpu_rows(second)["cpu"]) <= 0.10
+        # top sees one CPU and its busy task inside the busy container
+        assert re.findall(r"%Cpu\d+", top_header(busy)) == ["%Cpu0"]
+        time.sleep(max(0.0, 16.0 - (time.monotonic() - t0)))
+        load_busy = busy.sh("cat /proc/loadavg").split()
+        load_idle = idle.sh("cat /proc/loadavg").split()
+        assert stress.poll() is None, "stress-ng ended early"
+        assert float(load_busy[0]) > 0.5, load_busy
+        assert float(load_idle[0]) < 0.5, load_idle
+        running, total = (int(x) for x in load_busy[3].split("/"))
+        assert 1 <= running <= total
+        # field 5: the newest pid in the container's namespace (the `cat` the shell forked)
+        shell, loadavg = busy.sh("echo $$; cat /proc/loadavg").splitlines()
+        assert int(shell) < int(loadavg.split()[4]) <= int(shell) + 20
+    finally:
+        stress.kill()
+        stress.wait()
+
+
+def test_the_host_sees_its_own_files(server: Server) -> None:
+    mount = server.mountpoint
+    with open(f"{mount}/proc/stat") as f, open("/proc/stat") as real:
+        ours, theirs = f.read(), real.read()
+    assert len(cpu_rows(ours)) == len(cpu_rows(theirs))
+    with open(f"{mount}/proc/uptime") as f, open("/proc/uptime") as real:
+        assert abs(float(f.read().split()[0]) - float(real.read().split()[0])) < 2
+    with open(f"{mount}/proc/loadavg") as f:
+        assert len(f.read().split()) == 5
