@@ -21,7 +21,7 @@ from typing import Any, ParamSpec, TypeVar
 import pyfuse3
 
 from procfs.errors import ProcfsError, to_errno
-from procfs.nodes import BytesFile, Caller, FileNode, OpenFile, OverlayNode
+from procfs.nodes import Caller, FileNode, OpenFile, OverlayNode
 from procfs.rendercache import RenderCache
 from procfs.resolve import Resolver
 
@@ -34,8 +34,6 @@ P = ParamSpec("P")
 # server that was restarted.
 ENTRY_TIMEOUT = 1.0
 ATTR_TIMEOUT = 1.0
-
-_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND
 
 
 def guarded(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
@@ -75,6 +73,8 @@ class ProcFS(pyfuse3.Operations):
         self._next_inode = itertools.count(pyfuse3.ROOT_INODE + 1)
         for node in nodes:
             self._add(node)
+            if cache is not None and isinstance(node, OverlayNode):
+                node.cache = cache
         self._handles: dict[int, OpenFile] = {}
         self._next_fh = itertools.count(1)
         self._mtime_ns = time.time_ns()
@@ -161,18 +161,7 @@ class ProcFS(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.EISDIR if inode in self.dirs else errno.ENOENT)
         log.debug("open %s by pid %d", node.path, ctx.pid)
         caller = Caller(ctx.pid, ctx.uid, ctx.gid, self.resolver.resolve(ctx.pid))
-        if (self.cache is not None and isinstance(node, OverlayNode)
-                and not flags & _WRITE_FLAGS):
-            key = (inode, caller.container.key if caller.container else None)
-            data = self.cache.get(key)
-            if data is not None:
-                handle: OpenFile = BytesFile(data)
-            else:
-                handle = await node.open(caller, flags)
-                if isinstance(handle, BytesFile):
-                    self.cache.put(key, handle.data)
-        else:
-            handle = await node.open(caller, flags)
+        handle = await node.open(caller, flags)
         fh = next(self._next_fh)
         self._handles[fh] = handle
         return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False, nonseekable=False)

@@ -2,9 +2,9 @@
 
 A burst of reads of one file by one container (a monitoring agent that reopens /proc/meminfo,
 `top` and `free` in a loop, a shell script) costs one rendering per `ttl` instead of one per open.
-Keys are (inode, `Container.key`) — the pid-namespace inode, the init's pid and its start
+Keys are (path, `Container.key`) — the pid-namespace inode, the init's pid and its start
 time — never a bare pid, so an entry can never be served to another container; host callers
-share the key (inode, None). What a reader sees is at most `ttl` seconds older than an uncached
+share the key (path, None). What a reader sees is at most `ttl` seconds older than an uncached
 rendering (the kernel itself flushes memcg statistics only every 2 s). The cache holds at most
 `max_bytes` of renderings; expired ones are dropped at least once a second.
 
@@ -20,7 +20,7 @@ DEFAULT_TTL = 0.01  # seconds: the staleness bound the README states
 DEFAULT_MAX_BYTES = 8 << 20
 PURGE_EVERY = 1.0  # seconds between sweeps of expired entries
 
-Key = tuple[int, tuple[int, int, int] | None]
+Key = tuple[str, tuple[int, int, int] | None]
 
 
 class RenderCache:

@@ -79,8 +79,20 @@ async def test_writes_still_refused(cached: tuple[Path, ProcFS, Clock]) -> None:
 
 def test_bounded_in_bytes() -> None:
     cache = RenderCache(10.0, max_bytes=1600)
-    cache.put((1, None), b"x" * 1000)  # more than a sixteenth: not kept
-    assert cache.get((1, None)) is None
+    cache.put(("a", None), b"x" * 1000)  # more than a sixteenth: not kept
+    assert cache.get(("a", None)) is None
     for i in range(40):
-        cache.put((i, (1, 2, 3)), b"y" * 100)
-    assert sum(cache.get((i, (1, 2, 3))) is not None for i in range(40)) <= 16
+        cache.put((str(i), (1, 2, 3)), b"y" * 100)
+    assert sum(cache.get((str(i), (1, 2, 3))) is not None for i in range(40)) <= 16
+
+
+async def test_rewind_renders_again_once_the_bound_passed(
+        cached: tuple[Path, ProcFS, Clock]) -> None:
+    cg, ops, clock = cached
+    info = await ops.open(inode_of(ops, "proc/meminfo"), os.O_RDONLY, Ctx(50))
+    assert total(await ops.read(info.fh, 0, 1 << 16)) == 256 * 1024
+    (cg / "a/memory.max").write_text(f"{128 * MIB}\n")
+    assert total(await ops.read(info.fh, 0, 1 << 16)) == 256 * 1024  # within the bound
+    clock.now += 0.02
+    assert total(await ops.read(info.fh, 0, 1 << 16)) == 128 * 1024  # top's lseek(0) + read
+    await ops.release(info.fh)
