@@ -40,6 +40,8 @@ class PidStatus:
 def parse_pid_status(text: str) -> PidStatus:
     ppid, nspid = 0, tuple[int, ...]()
     for line in text.splitlines():
+        if not line.startswith(("PPid:", "NSpid:")):  # one test for the ~55 other lines
+            continue
         if line.startswith("PPid:"):
             try:
                 ppid = int(line.split()[1])
