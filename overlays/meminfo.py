@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 
 KIB = 1024
 
@@ -21,6 +22,15 @@ class MeminfoLine:
 @dataclass(frozen=True)
 class HostMeminfo:
     lines: tuple[MeminfoLine, ...]
+
+    @cached_property
+    def rendered_lines(self) -> tuple[str, ...]:
+        """Each line as the host shows it (a container keeps most of them)."""
+        return tuple(_line(line, line.kib) for line in self.lines)
+
+    @cached_property
+    def rendered(self) -> bytes:
+        return ("\n".join(self.rendered_lines) + "\n").encode()
 
     def get(self, name: str) -> int:
         for line in self.lines:
@@ -133,6 +143,9 @@ def _line(line: MeminfoLine, value: int) -> str:
 
 
 def render(snap: MeminfoSnapshot) -> bytes:
-    own = container_values(snap.host, snap.memory) if snap.memory is not None else {}
-    out = [_line(line, own.get(line.name, line.kib)) for line in snap.host.lines]
+    if snap.memory is None:
+        return snap.host.rendered
+    own = container_values(snap.host, snap.memory)
+    out = [_line(line, own[line.name]) if line.name in own else text
+           for line, text in zip(snap.host.lines, snap.host.rendered_lines, strict=True)]
     return ("\n".join(out) + "\n").encode()

@@ -13,6 +13,7 @@ import trio
 
 from procfs.cgroup_cpu import CpuViewMode
 from procfs.control import DEFAULT_DIR as DEFAULT_CONTROL_DIR
+from procfs.rendercache import DEFAULT_TTL
 from procfs.runtime import ServerRecord
 
 
@@ -31,6 +32,7 @@ def _serve(args: argparse.Namespace) -> int:
         fuse_debug=args.fuse_debug,
         control_dir=args.control_dir,
         kmsg=kmsg,
+        cache_ttl=args.cache_ttl,
     )
     try:
         trio.run(serve, config)
@@ -119,6 +121,9 @@ def parser() -> argparse.ArgumentParser:
                    help="read cgroup hierarchies under this directory instead of mountinfo's")
     s.add_argument("--cpu-view", choices=[m.value for m in CpuViewMode], default="quota",
                    help="CPU count: cpuset capped by quota (default), or the cpuset alone")
+    s.add_argument("--cache-ttl", type=float, default=DEFAULT_TTL, metavar="SECONDS",
+                   help="reuse a file rendered for a container for this long "
+                        "(default %(default)s; 0: render every open)")
     s.add_argument("--fuse-debug", action="store_true", help="libfuse's request log")
     s.add_argument("--kmsg-ring-size", type=int, default=256 << 10, metavar="BYTES",
                    help="each container's kernel log ring (default %(default)s)")

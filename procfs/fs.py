@@ -23,7 +23,8 @@ from typing import Any, ParamSpec, TypeVar
 import pyfuse3
 
 from procfs.errors import ProcfsError, Refused, to_errno
-from procfs.nodes import Caller, FileNode, OpenFile
+from procfs.nodes import Caller, FileNode, OpenFile, OverlayNode
+from procfs.rendercache import RenderCache
 from procfs.resolve import Resolver
 
 log = logging.getLogger(__name__)
@@ -77,9 +78,11 @@ class Tree:
 
 
 class ProcFS(pyfuse3.Operations):
-    def __init__(self, nodes: list[FileNode], resolver: Resolver) -> None:
+    def __init__(self, nodes: list[FileNode], resolver: Resolver,
+                 cache: RenderCache | None = None) -> None:
         super().__init__()
         self.resolver = resolver
+        self.cache = cache
         self._inodes: dict[str, int] = {"": pyfuse3.ROOT_INODE}  # path → inode, for good
         self._next_inode = itertools.count(pyfuse3.ROOT_INODE + 1)
         self.install(self.build_tree(nodes))
@@ -121,6 +124,8 @@ class ProcFS(pyfuse3.Operations):
             inode = self._inode(node.path.strip("/"))
             cur.children[name] = inode
             tree.files[inode] = node
+            if self.cache is not None and isinstance(node, OverlayNode):
+                node.cache = self.cache
         return tree
 
     def install(self, tree: Tree) -> None:

@@ -40,6 +40,8 @@ class PidStatus:
 def parse_pid_status(text: str) -> PidStatus:
     ppid, nspid = 0, tuple[int, ...]()
     for line in text.splitlines():
+        if not line.startswith(("PPid:", "NSpid:")):  # one test for the ~55 other lines
+            continue
         if line.startswith("PPid:"):
             try:
                 ppid = int(line.split()[1])
@@ -87,7 +89,8 @@ class HostProc:
         return read_text(self.path(pid, name), ProcessGone)
 
     def pid_ns(self, pid: int | str, kind: str = "pid") -> int:
-        return readlink_ns(self.path(pid, "ns", kind), ProcessGone)
+        # Once per request: a plain f-string, not os.path.join.
+        return readlink_ns(f"{self.proc_root}/{pid}/ns/{kind}", ProcessGone)
 
     def stat(self, pid: int) -> PidStat:
         return parse_pid_stat(self.pid_text(pid, "stat"))

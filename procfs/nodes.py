@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from procfs.errors import Refused
+from procfs.rendercache import RenderCache
 from procfs.resolve import Container
 
 log = logging.getLogger(__name__)
@@ -89,20 +90,34 @@ class OverlayNode:
     render: Callable[[Container], bytes]
     host: Callable[[], bytes]
     mode: int = 0o444
+    cache: RenderCache | None = None  # set by the FUSE layer: renderings reused for a few ms
 
     async def open(self, caller: Caller, flags: int) -> OpenFile:
         if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND):
             raise Refused(f"{self.path} is read-only", errno.EACCES)
-        if caller.container is None:
-            return BytesFile(self.host(), self.host)
         container = caller.container
+        if container is None:
+            generate = self.host
+        else:
 
-        def generate() -> bytes:
-            try:
-                return self.render(container)
-            except Exception as e:
-                log.warning("%s for pid %d (container %s): %s: %s; serving the host's file",
-                            self.path, caller.pid, container.key, type(e).__name__, e)
-                return self.host()
+            def generate() -> bytes:
+                try:
+                    return self.render(container)
+                except Exception as e:
+                    log.warning("%s for pid %d (container %s): %s: %s; serving the host's file",
+                                self.path, caller.pid, container.key, type(e).__name__, e)
+                    return self.host()
 
-        return BytesFile(generate(), generate)
+        cache = self.cache
+        if cache is None:
+            return BytesFile(generate(), generate)
+        key = (self.path, container.key if container is not None else None)
+
+        def cached() -> bytes:
+            data = cache.get(key)
+            if data is None:
+                data = generate()
+                cache.put(key, data)
+            return data
+
+        return BytesFile(cached(), cached)

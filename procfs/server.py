@@ -141,7 +141,7 @@ async def _watch_signals(cancel: trio.CancelScope, ops: ProcFS, services: Servic
 async def serve(config: Config) -> None:
     check_mountpoint(config.mountpoint)
     services = Services.build(config)
-    ops = ProcFS(all_nodes(services), services.resolver)
+    ops = ProcFS(all_nodes(services), services.resolver, services.render_cache)
     record = ServerRecord.mine(config.mountpoint, services.host)
     try:
         async with trio.open_nursery() as nursery:

@@ -18,6 +18,7 @@ from procfs.control import DEFAULT_DIR, Control, socket_path
 from procfs.hostproc import HostProc
 from procfs.kmsg.service import KmsgConfig, KmsgService
 from procfs.kmsg.setup import setup as setup_kmsg
+from procfs.rendercache import DEFAULT_TTL, RenderCache
 from procfs.resolve import Resolver
 from procfs.views import Views
 
@@ -35,6 +36,7 @@ class Config:
     fuse_debug: bool = False
     control_dir: str = DEFAULT_DIR
     kmsg: KmsgConfig = field(default_factory=KmsgConfig)
+    cache_ttl: float = DEFAULT_TTL  # seconds a rendering is reused for one container; 0: never
 
 
 @dataclass
@@ -51,6 +53,7 @@ class Services:
     kept: dict[str, Any] = field(default_factory=dict)
     control: Control = field(default_factory=lambda: Control(""))
     kmsg: KmsgService | None = None
+    render_cache: RenderCache | None = None
 
     def keep(self, name: str, make: Callable[[], T]) -> T:
         """The object kept under `name`, made (once per server) by `make`: the place for state
@@ -69,7 +72,8 @@ class Services:
             layout = CgroupLayout.from_mountinfo(config.proc_root)
         resolver = Resolver(host, layout, clock=clock)
         views = Views(host, config.cpu_view, clock=clock)
-        s = cls(config, host, layout, resolver, views, clock)
+        cache = RenderCache(config.cache_ttl, clock=clock) if config.cache_ttl > 0 else None
+        s = cls(config, host, layout, resolver, views, clock, render_cache=cache)
         s.control = Control(socket_path(config.mountpoint, config.control_dir))
         s.background.append(s.control.serve)
         s.kmsg = setup_kmsg(s)

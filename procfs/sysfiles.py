@@ -22,16 +22,27 @@ UNLIMITED = 1 << 62
 
 
 def read_bytes(path: str, gone: type[ProcfsError] = NotFound) -> bytes:
+    # os.open/os.read, not open(): no file object per read (several per rendering).
     try:
-        with open(path, "rb", buffering=0) as f:
-            chunks = []
-            while chunk := f.read(65536):
-                chunks.append(chunk)
-            return b"".join(chunks)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as e:
         if e.errno in _GONE:
             raise gone(path) from e
         raise
+    try:
+        first = os.read(fd, 65536)
+        if not first:
+            return first
+        chunks = [first]
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except OSError as e:
+        if e.errno in _GONE:
+            raise gone(path) from e
+        raise
+    finally:
+        os.close(fd)
 
 
 def read_text(path: str, gone: type[ProcfsError] = NotFound) -> str:

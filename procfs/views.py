@@ -18,6 +18,9 @@ from procfs.resolve import Container
 
 # Host files that change only with CPU hotplug (and cpuinfo's MHz): re-read at most this often.
 STATIC_TTL = 1.0
+# Host files that change all the time but of which a container sees only the slow lines (the
+# host's meminfo: its Vmalloc*, HugePages*, CommitLimit... lines): parsed at most this often.
+HOST_TTL = 0.01
 
 
 class Views:
@@ -31,6 +34,9 @@ class Views:
         self.cpu_mode = cpu_mode
         self.clock = clock
         self._static: dict[str, tuple[float, str]] = {}
+        self._host_meminfo: tuple[float, meminfo.HostMeminfo] | None = None
+        # cpuinfo renderings per CPU view, for the host text they were made from
+        self._cpuinfo: tuple[str, dict[CpuView, bytes]] = ("", {})
 
     def static_text(self, key: str, read: Callable[[], str]) -> str:
         now = self.clock()
@@ -50,22 +56,37 @@ class Views:
 
     # Renderers of container views, one per file.
 
+    def host_meminfo(self) -> meminfo.HostMeminfo:
+        now = self.clock()
+        if self._host_meminfo is None or now - self._host_meminfo[0] >= HOST_TTL:
+            self._host_meminfo = (now, meminfo.parse_host(self.host.text("meminfo")))
+        return self._host_meminfo[1]
+
     def meminfo(self, c: Container) -> bytes:
-        host = meminfo.parse_host(self.host.text("meminfo"))
+        host = self.host_meminfo()
         return meminfo.render(meminfo.MeminfoSnapshot(host, read_memory(c.cgroups)))
 
     def swaps(self, c: Container) -> bytes:
         mem = read_memory(c.cgroups)
         if mem is None:
             return self.host.text("swaps").encode()
-        host = meminfo.parse_host(self.host.text("meminfo"))
+        host = self.host_meminfo()
         own = meminfo.container_values(host, mem)
         used = own["SwapTotal"] - own["SwapFree"]
         return swaps.render(swaps.SwapsSnapshot("", own["SwapTotal"], used))
 
     def cpuinfo(self, c: Container) -> bytes:
         text = self.static_text("cpuinfo", lambda: self.host.text("cpuinfo"))
-        return cpuinfo.render(cpuinfo.CpuinfoSnapshot(text, self.cpu_view(c)))
+        view = self.cpu_view(c)
+        if self._cpuinfo[0] is not text:  # a new reading of the host's file: forget the old
+            self._cpuinfo = (text, {})
+        done = self._cpuinfo[1]
+        data = done.get(view)
+        if data is None:
+            if len(done) >= 256:  # bounded: a host has few distinct cpusets in use
+                done.clear()
+            data = done[view] = cpuinfo.render(cpuinfo.CpuinfoSnapshot(text, view))
+        return data
 
     def cpulist(self, c: Container) -> bytes:
         return cpulist.render(cpulist.CpulistSnapshot("", self.cpu_view(c)))

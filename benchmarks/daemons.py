@@ -1,0 +1,117 @@
+"""The three servers under test, each on a mountpoint of its own, each stopped by its pid.
+
+- procfs: `procfs.sandbox.Server` (`python -m procfs serve`).
+- LXCFS: the Debian package's `lxcfs` in the foreground, with its own pidfile and mountpoint, so
+  that it never meets a system-wide LXCFS (`/run/lxcfs.pid`, `/var/lib/lxcfs`).
+- floor: `benchmarks.floor`, constant bytes behind the same FUSE options as procfs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+
+from procfs.sandbox import Server
+
+LXCFS_RUNTIME = "/run/lxcfs"  # LXCFS makes its controllers/ and root/ here (a private mount ns)
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all its threads), in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def ensure_lxcfs() -> str:
+    """The lxcfs binary; installs the Debian package when it is missing."""
+    path = shutil.which("lxcfs")
+    if path is None:
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "lxcfs"],
+                       check=True, env=env)
+        path = shutil.which("lxcfs")
+    if path is None:
+        raise RuntimeError("lxcfs is not installed and could not be installed")
+    return path
+
+
+def lxcfs_version(binary: str = "lxcfs") -> str:
+    try:
+        out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return (out.stdout or out.stderr).strip().splitlines()[-1] if (out.stdout or out.stderr) \
+        else "unknown"
+
+
+class Daemon(Server):
+    """A FUSE daemon in the foreground, on a temporary mountpoint of its own, stopped by pid."""
+
+    name = "procfs"
+
+    def __init__(self, args: Sequence[str] = ()) -> None:
+        super().__init__(args=args, prefix=f"bench-{self.name}-")
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def stop(self) -> None:
+        super().stop()
+        with contextlib.suppress(OSError):
+            os.unlink(self.log_path)
+
+
+class Lxcfs(Daemon):
+    name = "lxcfs"
+
+    def __init__(self, binary: str) -> None:
+        super().__init__()
+        self.binary = binary
+        self.pidfile = os.path.join(tempfile.gettempdir(), f"bench-lxcfs-{os.getpid()}.pid")
+        self._made_runtime = not os.path.exists(LXCFS_RUNTIME)
+
+    def command(self) -> list[str]:
+        # -l: virtualize loadavg; --enable-cfs: CPU count from the quota, as procfs's default;
+        # --enable-pidfd: revalidate its cache of namespaces with pidfds, as procfs does.
+        return [self.binary, "-f", "-l", "--enable-cfs", "--enable-pidfd", "-p", self.pidfile,
+                self.mountpoint]
+
+    def stop(self) -> None:
+        super().stop()
+        with contextlib.suppress(OSError):
+            os.unlink(self.pidfile)
+        if self._made_runtime:  # empty directories it left in the host's /run
+            for d in ("controllers", "root", ""):
+                with contextlib.suppress(OSError):
+                    os.rmdir(os.path.join(LXCFS_RUNTIME, d))
+
+
+class Floor(Daemon):
+    name = "floor"
+
+    def __init__(self, paths: Sequence[str]) -> None:
+        super().__init__()
+        self.paths = list(paths)
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "benchmarks.floor", self.mountpoint, *self.paths]
+
+
+Procfs = Daemon  # `procfs serve`, exactly as the tests start it

@@ -1,0 +1,273 @@
+"""The benchmark run: three servers, N containers, one reader program, one results file.
+
+Every container is a real cgroup (memory and CPU limits) with an init in a pid namespace of its
+own; readers join a container's cgroup and pid namespace (`nsenter --pid`) and read the three
+mounts by their paths, so all three servers resolve them the same way: through the init of the
+reader's pid namespace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmarks.daemons import Daemon, Floor, Lxcfs, Procfs, cpu_seconds, ensure_lxcfs, rss_bytes
+from procfs.sandbox import Cgroup, Limits, Sandbox, served_paths, unique_name
+
+FILES = (
+    "proc/meminfo",
+    "proc/cpuinfo",
+    "proc/stat",
+    "proc/uptime",
+    "proc/loadavg",
+    "proc/diskstats",
+    "sys/devices/system/cpu/online",
+)
+SERVERS = ("procfs", "lxcfs", "floor")
+MIB = 1 << 20
+READER_SOURCE = Path(__file__).with_name("reader.c")
+RESULTS = Path(__file__).with_name("results")
+
+
+@dataclass
+class Options:
+    ns: list[int] = field(default_factory=lambda: [1, 100, 1000])
+    reads: int = 2000  # measured reads per file and server for the latency
+    tput_seconds: float = 10.0
+    concurrency: tuple[int, ...] = (8, 32)
+    tput_at: str = "max"  # "max": throughput at the largest N only; "all": at every N
+    out: Path = RESULTS
+    quick: bool = False
+    procfs_args: list[str] = field(default_factory=list)  # extra `procfs serve` options
+
+
+@dataclass
+class Results:
+    files: list[str]
+    skipped: list[str]
+    options: dict[str, Any]
+    machine: dict[str, str] = field(default_factory=dict)
+    # latency[n][file][server] = {"p50": ns, "p99": ns, "mean": ns, "errors": k}
+    latency: dict[int, dict[str, dict[str, dict[str, float]]]] = field(default_factory=dict)
+    # tput[n][readers][file][server] = {"rps": reads/s, "cpu_ms_per_1000": ms, "errors": k}
+    tput: dict[int, dict[int, dict[str, dict[str, dict[str, float]]]]] = field(
+        default_factory=dict)
+    # rss[n][server] = bytes after the measurements at n
+    rss: dict[int, dict[str, int]] = field(default_factory=dict)
+    setup_seconds: dict[int, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def compile_reader(directory: str) -> str:
+    binary = os.path.join(directory, "reader")
+    subprocess.run(["gcc", "-O2", "-Wall", "-o", binary, str(READER_SOURCE)], check=True)
+    return binary
+
+
+class Container:
+    """A cgroup with limits and an init in its own pid namespace; readers join both."""
+
+    def __init__(self, index: int) -> None:
+        self.cgroup = Cgroup(unique_name("procfs-bench"))
+        # Limits differ per container, so that a server mixing two up would show it.
+        self.limits = Limits(memory=(256 + index % 512) * MIB,
+                             quota=(50_000 + 1_000 * (index % 100), 100_000),
+                             cpus="0" if index % 2 == 0 else None)
+        self.sandbox: Sandbox | None = None
+
+    def start(self) -> Container:
+        self.cgroup.create(self.limits)
+        self.sandbox = Sandbox(self.cgroup, None).start()
+        return self
+
+    def popen(self, argv: Sequence[str], **kw: Any) -> subprocess.Popen[str]:
+        assert self.sandbox is not None
+        cg = self.cgroup
+        return subprocess.Popen(
+            ["nsenter", "--target", str(self.sandbox.pid), "--pid", "--", *argv], text=True,
+            preexec_fn=lambda: cg.add(os.getpid()), **kw)
+
+    def stop(self) -> None:
+        if self.sandbox is not None:
+            self.sandbox.stop()
+            self.sandbox = None
+        if self.cgroup.dirs:
+            self.cgroup.remove()
+
+
+def _communicate(p: subprocess.Popen[str], timeout: float) -> str:
+    try:
+        out, err = p.communicate(timeout=timeout)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    if p.returncode != 0:
+        raise RuntimeError(f"reader failed ({p.returncode}): {err.strip()}")
+    return out
+
+
+class Bench:
+    def __init__(self, options: Options) -> None:
+        self.o = options
+        self.daemons: dict[str, Daemon] = {}
+        self.containers: list[Container] = []
+        self.reader = ""
+        self.files: list[str] = []
+
+    def path(self, server: str, rel: str) -> str:
+        return os.path.join(self.daemons[server].mountpoint, rel)
+
+    # Set-up
+
+    def start_daemons(self, stack: contextlib.ExitStack) -> list[str]:
+        lxcfs = ensure_lxcfs()
+        procfs = Procfs(self.o.procfs_args)
+        stack.callback(procfs.stop)
+        procfs.start()
+        self.daemons["procfs"] = procfs
+        served = set(served_paths(procfs.mountpoint))
+        self.files = [f for f in FILES if f in served]
+        skipped = [f for f in FILES if f not in served]
+        lx = Lxcfs(lxcfs)
+        stack.callback(lx.stop)
+        lx.start()
+        self.daemons["lxcfs"] = lx
+        floor = Floor(self.files)
+        stack.callback(floor.stop)
+        floor.start()
+        self.daemons["floor"] = floor
+        return skipped
+
+    def grow(self, n: int) -> float:
+        """Start containers until there are n; each new one reads every file once from every
+        server (so that all servers have seen all n containers). Returns the seconds it took."""
+        t0 = time.monotonic()
+        first = len(self.containers)
+        while len(self.containers) < n:
+            c = Container(len(self.containers))
+            self.containers.append(c)  # before start: stopped on failure too
+            c.start()
+        paths = [self.path(s, f) for s in SERVERS for f in self.files]
+        batch: list[subprocess.Popen[str]] = []
+        for c in self.containers[first:]:
+            batch.append(c.popen([self.reader, "once", *paths], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE))
+            if len(batch) >= 16:
+                for p in batch:
+                    _communicate(p, 60)
+                batch = []
+        for p in batch:
+            _communicate(p, 60)
+        return time.monotonic() - t0
+
+    # Measurements
+
+    def latency(self, rel: str) -> dict[str, dict[str, float]]:
+        """p50/p99 of open+read+close from container 0, the three servers interleaved."""
+        c = self.containers[0]
+        paths = [self.path(s, rel) for s in SERVERS]
+        _communicate(c.popen([self.reader, "lat", "50", *paths], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE), 120)  # warm-up
+        cpu0 = {s: cpu_seconds(self.daemons[s].pid) for s in SERVERS}
+        out = _communicate(c.popen([self.reader, "lat", str(self.o.reads), *paths],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE), 600)
+        result: dict[str, dict[str, float]] = {}
+        for server, line in zip(SERVERS, out.splitlines(), strict=True):
+            p50, p99, mean, errors = (float(x) for x in line.split())
+            cpu = cpu_seconds(self.daemons[server].pid) - cpu0[server]
+            result[server] = {"p50": p50, "p99": p99, "mean": mean, "errors": errors,
+                              "cpu_ms_per_1000": cpu * 1e6 / self.o.reads}
+        return result
+
+    def throughput(self, server: str, rel: str, readers: int) -> dict[str, float]:
+        """Total reads/s of `readers` concurrent readers, spread over the containers."""
+        path = self.path(server, rel)
+        procs = []
+        try:
+            for i in range(readers):
+                c = self.containers[i % len(self.containers)]
+                procs.append(c.popen([self.reader, "tput", str(self.o.tput_seconds), path],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE))
+            for p in procs:
+                assert p.stdout is not None
+                if p.stdout.readline().strip() != "R":
+                    raise RuntimeError(f"reader did not start: {p.communicate()[1]}")
+            cpu0 = cpu_seconds(self.daemons[server].pid)
+            for p in procs:
+                assert p.stdin is not None
+                p.stdin.write("g")
+                p.stdin.flush()
+            rps, reads, errors = 0.0, 0, 0
+            for p in procs:
+                n, elapsed_ns, errs = (int(x) for x in
+                                       _communicate(p, self.o.tput_seconds + 60).split())
+                rps += n / (elapsed_ns / 1e9)
+                reads += n
+                errors += errs
+            cpu = cpu_seconds(self.daemons[server].pid) - cpu0
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+        return {"rps": rps, "cpu_ms_per_1000": cpu * 1e6 / max(reads, 1), "errors": errors}
+
+    def run(self, results: Results) -> None:
+        with tempfile.TemporaryDirectory(prefix="procfs-bench-") as tmp, \
+                contextlib.ExitStack() as stack:
+            self.reader = compile_reader(tmp)
+            stack.callback(self.stop_containers)
+            results.skipped = self.start_daemons(stack)
+            results.files = self.files
+            largest = max(self.o.ns)
+            for n in sorted(self.o.ns):
+                results.setup_seconds[n] = self.grow(n)
+                results.latency[n] = {f: self.latency(f) for f in self.files}
+                if self.o.tput_at == "all" or n == largest:
+                    by_readers: dict[int, dict[str, dict[str, dict[str, float]]]] = {}
+                    for k, readers in enumerate(self.o.concurrency):
+                        by_file: dict[str, dict[str, dict[str, float]]] = {}
+                        for j, f in enumerate(self.files):
+                            order = SERVERS[(j + k) % 3:] + SERVERS[:(j + k) % 3]
+                            by_file[f] = {s: self.throughput(s, f, readers) for s in order}
+                        by_readers[readers] = by_file
+                    results.tput[n] = by_readers
+                results.rss[n] = {s: rss_bytes(self.daemons[s].pid) for s in SERVERS}
+                for s, d in self.daemons.items():
+                    if d.proc is not None and d.proc.poll() is not None:
+                        raise RuntimeError(f"{s} exited:\n{d.log()}")
+
+    def stop_containers(self) -> None:
+        errors: list[BaseException] = []
+        for c in reversed(self.containers):
+            try:
+                c.stop()
+            except Exception as e:  # keep removing the others
+                errors.append(e)
+        self.containers.clear()
+        if errors:
+            raise errors[0]
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM unwinds like Ctrl-C, so that every `finally` cleans up."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
