@@ -34,13 +34,12 @@ from typing import Any
 
 from procfs.errors import ProcessGone, ProcfsError
 from procfs.hostproc import HostProc
+from procfs.mountinfo import MountEntry, parse_mountinfo
 from procfs.nsmount import (
     CLONE_NEWNS,
-    MountEntry,
     dev_of,
     move_mount,
     open_tree,
-    parse_mountinfo,
     setns,
     umount,
 )

@@ -27,28 +27,25 @@ def _attacher(args: argparse.Namespace) -> Attacher:
     return Attacher(args.mount, state)
 
 
-def _attach(args: argparse.Namespace) -> int:
+def _attach_or_detach(args: argparse.Namespace, verb: str) -> int:
     try:
         attacher = _attacher(args)
-        res = attacher.attach(_target(args, attacher), rootfs=args.rootfs)
+        act = attacher.attach if verb == "attach" else attacher.detach
+        res = act(_target(args, attacher), rootfs=args.rootfs)
     except (AttachError, StateError) as e:
-        print(f"procfs attach: {e}", file=sys.stderr)
+        print(f"procfs {verb}: {e}", file=sys.stderr)
         return int(getattr(e, "code", ExitCode.FAILED))
     if not args.quiet:
-        print(res.summary())
+        print(res.summary() if verb == "attach" else res.summary("detached"))
     return ExitCode.OK
+
+
+def _attach(args: argparse.Namespace) -> int:
+    return _attach_or_detach(args, "attach")
 
 
 def _detach(args: argparse.Namespace) -> int:
-    try:
-        attacher = _attacher(args)
-        res = attacher.detach(_target(args, attacher), rootfs=args.rootfs)
-    except (AttachError, StateError) as e:
-        print(f"procfs detach: {e}", file=sys.stderr)
-        return int(getattr(e, "code", ExitCode.FAILED))
-    if not args.quiet:
-        print(res.summary("detached"))
-    return ExitCode.OK
+    return _attach_or_detach(args, "detach")
 
 
 def _oci_hook(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from procfs import mountinfo
 from procfs.sysfiles import read_optional
 
 # The v1 controllers procfs reads; anything else in a v1 mount's options is a mount flag.
@@ -36,36 +37,15 @@ class CgroupMount:
         return os.path.join(self.mountpoint, rel) if rel else self.mountpoint
 
 
-def _unescape(path: str) -> str:
-    # mountinfo escapes space, tab, newline and backslash as octal.
-    out, i = [], 0
-    while i < len(path):
-        if path[i] == "\\" and i + 3 < len(path) and path[i + 1 : i + 4].isdigit():
-            out.append(chr(int(path[i + 1 : i + 4], 8)))
-            i += 4
-        else:
-            out.append(path[i])
-            i += 1
-    return "".join(out)
-
-
 def parse_mountinfo(text: str) -> list[CgroupMount]:
     """The cgroup mounts in a /proc/PID/mountinfo text, first mount of each hierarchy first."""
     mounts: list[CgroupMount] = []
-    for line in text.splitlines():
-        left, sep, right = line.partition(" - ")
-        if not sep:
-            continue
-        lf, rf = left.split(), right.split()
-        if len(lf) < 5 or len(rf) < 3:
-            continue
-        fstype, super_opts = rf[0], rf[2].split(",")
-        root, mountpoint = _unescape(lf[3]), _unescape(lf[4])
-        if fstype == "cgroup2":
-            mounts.append(CgroupMount(mountpoint, root, 2))
-        elif fstype == "cgroup":
-            ctrls = {o for o in super_opts if o in V1_CONTROLLERS or o.startswith("name=")}
-            mounts.append(CgroupMount(mountpoint, root, 1, frozenset(ctrls)))
+    for m in mountinfo.parse_mountinfo(text):
+        if m.fstype == "cgroup2":
+            mounts.append(CgroupMount(m.mountpoint, m.root, 2))
+        elif m.fstype == "cgroup":
+            ctrls = {o for o in m.super_options if o in V1_CONTROLLERS or o.startswith("name=")}
+            mounts.append(CgroupMount(m.mountpoint, m.root, 1, frozenset(ctrls)))
     return mounts
 
 

@@ -4,18 +4,25 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import signal
 import sys
+import time
 
 import trio
 
 from procfs.cgroup_cpu import CpuViewMode
+from procfs.control import DEFAULT_DIR as DEFAULT_CONTROL_DIR
 from procfs.rendercache import DEFAULT_TTL
+from procfs.runtime import ServerRecord
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from procfs.kmsg.service import KmsgConfig
     from procfs.server import UsageError, serve
     from procfs.services import Config
 
+    kmsg = KmsgConfig(ring_bytes=args.kmsg_ring_size, host_log=args.kmsg_host_log)
     config = Config(
         mountpoint=args.mountpoint,
         proc_root=args.proc_root,
@@ -24,12 +31,80 @@ def _serve(args: argparse.Namespace) -> int:
         cpu_view=CpuViewMode(args.cpu_view),
         fuse_debug=args.fuse_debug,
         cache_ttl=args.cache_ttl,
+        control_dir=args.control_dir,
+        kmsg=kmsg,
     )
     try:
         trio.run(serve, config)
     except UsageError as e:
         print(f"procfs: {e}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _reload(args: argparse.Namespace) -> int:
+    if args.mount:
+        record = ServerRecord.of(args.mount)
+        records = [record] if record is not None else []
+    else:
+        records = ServerRecord.all()
+    live = [r for r in records if r.alive()]
+    if not live:
+        where = args.mount or "any mountpoint"
+        print(f"procfs: no running server for {where}", file=sys.stderr)
+        return 1
+    failed = 0
+    for record in live:
+        outcome = _signal_reload(record, args.timeout)
+        print(f"{record.mountpoint}: {outcome}")
+        failed += not outcome.startswith("reloaded")
+    return 1 if failed else 0
+
+
+def _signal_reload(record: ServerRecord, timeout: float) -> str:
+    before = record.generation
+    os.kill(record.pid, signal.SIGHUP)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        now = ServerRecord.of(record.mountpoint)
+        if now is None or now.pid != record.pid:
+            return "the server went away"
+        if now.generation > before:
+            r = now.reload
+            if r.get("ok"):
+                return (f"reloaded {r.get('modules')} modules, {r.get('files')} files "
+                        f"in {1000 * float(r.get('seconds', 0)):.0f} ms")
+            return f"reload failed, the old code still serves: {r.get('error')}"
+        time.sleep(0.02)
+    return f"no answer within {timeout:.0f} s"
+
+
+def _kmsg(args: argparse.Namespace) -> int:
+    from procfs.control import ControlError, request, socket_path
+
+    path = socket_path(args.mountpoint, args.control_dir)
+    try:
+        if args.action == "list":
+            result = request(path, "kmsg.list")
+            print(f"{'RING':<28} {'INIT':>8} {'STATE':<5} {'RECORDS':>7} {'BYTES':>8} MEMCG")
+            for r in result["rings"]:
+                print(f"{r['id']:<28} {r['init']:>8} {'alive' if r['alive'] else 'gone':<5} "
+                      f"{r['records']:>7} {r['bytes']:>8} {r['memory_cgroup'] or '-'}")
+        elif args.action == "show":
+            result = request(path, "kmsg.show", target=args.target)
+            for rec in result["records"]:
+                if args.raw:
+                    print(f"{rec['pri']},{rec['seq']},{rec['ts_usec']},-;{rec['text']}")
+                else:
+                    sec, usec = divmod(rec["ts_usec"], 1_000_000)
+                    print(f"[{sec:5d}.{usec:06d}] {rec['text']}")
+        else:
+            result = request(path, "kmsg.append", target=args.target,
+                             text=" ".join(args.text), level=args.level)
+            print(f"{result['ring']} seq {result['seq']}")
+    except ControlError as e:
+        print(f"procfs kmsg: {e}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -50,7 +125,33 @@ def parser() -> argparse.ArgumentParser:
                    help="reuse a file rendered for a container for this long "
                         "(default %(default)s; 0: render every open)")
     s.add_argument("--fuse-debug", action="store_true", help="libfuse's request log")
+    s.add_argument("--kmsg-ring-size", type=int, default=256 << 10, metavar="BYTES",
+                   help="each container's kernel log ring (default %(default)s)")
+    s.add_argument("--kmsg-host-log", default="/dev/kmsg", metavar="PATH",
+                   help="the host log whose container lines (OOM kills) are routed "
+                        "(default %(default)s; '' for none)")
+    s.add_argument("--control-dir", default=DEFAULT_CONTROL_DIR,
+                   help="where the control socket goes (default %(default)s)")
     s.set_defaults(func=_serve)
+
+    r = sub.add_parser("reload", help="put the code now installed into service (SIGHUP), "
+                       "without unmounting")
+    r.add_argument("--mount", default=None, help="the server of this mountpoint (default: all)")
+    r.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for each")
+    r.set_defaults(func=_reload)
+    k = sub.add_parser("kmsg", help="the containers' kernel logs of a running server")
+    k.add_argument("mountpoint", help="the server's mountpoint")
+    k.add_argument("--control-dir", default=DEFAULT_CONTROL_DIR)
+    ksub = k.add_subparsers(dest="action", required=True)
+    ksub.add_parser("list", help="the rings")
+    show = ksub.add_parser("show", help="print one ring, as dmesg would")
+    show.add_argument("target", help="a ring id (from list) or the pid of a process in it")
+    show.add_argument("--raw", action="store_true", help="the /dev/kmsg record format")
+    add = ksub.add_parser("append", help="append a line to a ring")
+    add.add_argument("target", help="a ring id (from list) or the pid of a process in it")
+    add.add_argument("text", nargs="+")
+    add.add_argument("--level", type=int, default=6, help="syslog level (default 6, info)")
+    k.set_defaults(func=_kmsg)
 
     from procfs.attach_cli import add_parsers
 

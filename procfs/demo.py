@@ -51,6 +51,9 @@ def main() -> int:
                                     prefix="procfs-demo") as box:
         print(f"procfs serving at {srv.mountpoint}; container init pid {box.pid}, "
               "limits: 256 MiB memory, cpuset 0\n")
+        # a line of the container's own, into its own kernel log (the host's is untouched)
+        box.run(["sh", "-c", "echo 'demo: hello from inside the container' > /dev/kmsg"],
+                check=False)
         print(f"{'HOST':<{col}} │ CONTAINER")
         print("─" * col + "─┼─" + "─" * col)
         for cmd in COMMANDS:

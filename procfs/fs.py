@@ -7,21 +7,23 @@ kept, since pyfuse3 gives `read` no request context. Only `pyfuse3.FUSEError` le
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import itertools
 import logging
 import os
+import select
 import stat
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ParamSpec, TypeVar
 
 import pyfuse3
 
-from procfs.errors import ProcfsError, to_errno
-from procfs.nodes import Caller, FileNode, OpenFile, OverlayNode
+from procfs.errors import ProcfsError, Refused, to_errno
+from procfs.nodes import Caller, FileNode, OpenFile
 from procfs.rendercache import RenderCache
 from procfs.resolve import Resolver
 
@@ -34,6 +36,14 @@ P = ParamSpec("P")
 # server that was restarted.
 ENTRY_TIMEOUT = 1.0
 ATTR_TIMEOUT = 1.0
+
+# What one container may hold of the server: open files (each keeps one rendering, at most
+# nodes.MAX_RENDERED bytes) and requests in progress at once (a blocking read holds one of
+# pyfuse3's worker tasks; without a cap one container could take them all and starve the rest).
+MAX_OPEN_PER_CONTAINER = 4096
+MAX_BUSY_PER_CONTAINER = 16
+
+Owner = tuple[int, int, int] | None  # a container's key; None: the host
 
 
 def guarded(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
@@ -61,39 +71,71 @@ class Dir:
     children: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass
+class Tree:
+    dirs: dict[int, Dir]
+    files: dict[int, FileNode]
+
+
 class ProcFS(pyfuse3.Operations):
     def __init__(self, nodes: list[FileNode], resolver: Resolver,
                  cache: RenderCache | None = None) -> None:
         super().__init__()
         self.resolver = resolver
         self.cache = cache
-        root = pyfuse3.ROOT_INODE
-        self.dirs: dict[int, Dir] = {root: Dir(root, root)}
-        self.files: dict[int, FileNode] = {}
+        self._inodes: dict[str, int] = {"": pyfuse3.ROOT_INODE}  # path → inode, for good
         self._next_inode = itertools.count(pyfuse3.ROOT_INODE + 1)
-        for node in nodes:
-            self._add(node)
-            if cache is not None and isinstance(node, OverlayNode):
-                node.cache = cache
+        self.install(self.build_tree(nodes))
         self._handles: dict[int, OpenFile] = {}
+        self._owners: dict[int, Owner] = {}  # fh → the container that opened it
+        self._open: dict[Owner, int] = {}  # container → its open files
+        self._busy: dict[Owner, int] = {}  # container → its requests in progress
         self._next_fh = itertools.count(1)
         self._mtime_ns = time.time_ns()
 
-    def _add(self, node: FileNode) -> None:
-        *parents, name = node.path.strip("/").split("/")
-        cur = self.dirs[pyfuse3.ROOT_INODE]
-        for part in parents:
-            inode = cur.children.get(part)
-            if inode is None:
-                inode = next(self._next_inode)
-                self.dirs[inode] = Dir(inode, cur.inode)
-                cur.children[part] = inode
-            cur = self.dirs[inode]
-        if name in cur.children:
-            raise ValueError(f"duplicate path {node.path}")
-        inode = next(self._next_inode)
-        cur.children[name] = inode
-        self.files[inode] = node
+    def _inode(self, path: str) -> int:
+        inode = self._inodes.get(path)
+        if inode is None:
+            inode = self._inodes[path] = next(self._next_inode)
+        return inode
+
+    def build_tree(self, nodes: list[FileNode]) -> Tree:
+        """The tree of `nodes`. A path keeps its inode number across trees (a reload installs a
+        new one under a kernel that cached the old numbers); raises ValueError on a bad path."""
+        root = pyfuse3.ROOT_INODE
+        tree = Tree({root: Dir(root, root)}, {})
+        for node in nodes:
+            *parents, name = node.path.strip("/").split("/")
+            if not name or any(p in ("", ".", "..") for p in [*parents, name]):
+                raise ValueError(f"bad path {node.path!r}")
+            cur, path = tree.dirs[root], ""
+            for part in parents:
+                path = f"{path}/{part}".lstrip("/")
+                inode = cur.children.get(part)
+                if inode is None:
+                    inode = self._inode(path + "/")
+                    tree.dirs[inode] = Dir(inode, cur.inode)
+                    cur.children[part] = inode
+                elif inode not in tree.dirs:
+                    raise ValueError(f"{node.path}: {path} is a file")
+                cur = tree.dirs[inode]
+            if name in cur.children:
+                raise ValueError(f"duplicate path {node.path}")
+            inode = self._inode(node.path.strip("/"))
+            cur.children[name] = inode
+            tree.files[inode] = node
+        return tree
+
+    def install(self, tree: Tree) -> None:
+        """Serve `tree` from the next request on (one assignment: no request sees a mix).
+        Files already open keep their handles, and with them what they rendered."""
+        if self.cache is not None:
+            self.cache.clear()  # renderings of the old code
+            for node in tree.files.values():
+                # by attribute, not isinstance: a reload brings a new OverlayNode class
+                if hasattr(node, "cache"):
+                    setattr(node, "cache", self.cache)  # noqa: B010
+        self.dirs, self.files = tree.dirs, tree.files
 
     def paths(self) -> list[str]:
         """Every file's path, for attach and docker-flags."""
@@ -107,10 +149,12 @@ class ProcFS(pyfuse3.Operations):
         elif inode in self.files:
             a.st_mode = stat.S_IFREG | self.files[inode].mode
             a.st_nlink = 1
+            # 0 as the kernel's own /proc files (readers read until EOF), unless the node says
+            # otherwise (dev/kmsg: where SEEK_END lands).
+            a.st_size = getattr(self.files[inode], "size", 0)
         else:
             raise pyfuse3.FUSEError(errno.ENOENT)
         a.st_ino = inode
-        a.st_size = 0  # as the kernel's own /proc files: readers read until EOF
         a.st_blksize = 4096
         a.st_uid = a.st_gid = 0
         a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = self._mtime_ns
@@ -161,10 +205,33 @@ class ProcFS(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.EISDIR if inode in self.dirs else errno.ENOENT)
         log.debug("open %s by pid %d", node.path, ctx.pid)
         caller = Caller(ctx.pid, ctx.uid, ctx.gid, self.resolver.resolve(ctx.pid))
-        handle = await node.open(caller, flags)
+        owner = caller.container.key if caller.container is not None else None
+        if owner is not None and self._open.get(owner, 0) >= MAX_OPEN_PER_CONTAINER:
+            raise Refused(f"container {owner} holds {MAX_OPEN_PER_CONTAINER} open files",
+                          errno.ENFILE)
+        with self._busy_as(owner):
+            handle = await node.open(caller, flags)
         fh = next(self._next_fh)
         self._handles[fh] = handle
+        self._owners[fh] = owner
+        self._open[owner] = self._open.get(owner, 0) + 1
         return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False, nonseekable=False)
+
+    @contextlib.contextmanager
+    def _busy_as(self, owner: Owner) -> Iterator[None]:
+        """Count a request of `owner` in progress; EAGAIN beyond its share."""
+        busy = self._busy.get(owner, 0)
+        if owner is not None and busy >= MAX_BUSY_PER_CONTAINER:
+            raise Refused(f"container {owner} has {busy} requests in progress", errno.EAGAIN)
+        self._busy[owner] = busy + 1
+        try:
+            yield
+        finally:
+            left = self._busy[owner] - 1
+            if left:
+                self._busy[owner] = left
+            else:
+                del self._busy[owner]
 
     def _handle(self, fh: int) -> OpenFile:
         handle = self._handles.get(fh)
@@ -174,11 +241,26 @@ class ProcFS(pyfuse3.Operations):
 
     @guarded
     async def read(self, fh: int, off: int, size: int) -> bytes:
-        return await self._handle(fh).read(off, size)
+        handle = self._handle(fh)
+        with self._busy_as(self._owners.get(fh)):
+            return await handle.read(off, size)
 
     @guarded
     async def write(self, fh: int, off: int, buf: bytes) -> int:
-        return await self._handle(fh).write(off, buf)
+        handle = self._handle(fh)
+        with self._busy_as(self._owners.get(fh)):
+            return await handle.write(off, buf)
+
+    @guarded
+    async def poll(self, inode: int, fh: int, poll_handle: Any, ctx: Any) -> int:
+        # A handle with a `poll(handle) -> mask` method answers itself (and may keep the handle
+        # to notify later); other files are always ready, as regular files are.
+        handle = self._handle(fh)
+        poll = getattr(handle, "poll", None)
+        if poll is None:
+            return select.POLLIN | select.POLLRDNORM | select.POLLOUT | select.POLLWRNORM
+        mask: int = poll(poll_handle)
+        return mask
 
     async def flush(self, fh: int) -> None:
         # ENOSYS once and the kernel stops sending FLUSH: one round trip less per close.
@@ -188,6 +270,12 @@ class ProcFS(pyfuse3.Operations):
     async def release(self, fh: int) -> None:
         handle = self._handles.pop(fh, None)
         if handle is not None:
+            owner = self._owners.pop(fh, None)
+            left = self._open.get(owner, 1) - 1
+            if left > 0:
+                self._open[owner] = left
+            else:
+                self._open.pop(owner, None)
             handle.release()
 
     async def statfs(self, ctx: Any) -> pyfuse3.StatvfsData:

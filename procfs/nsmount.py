@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-from dataclasses import dataclass
 
 # Syscall numbers of the new mount API: the same on every architecture (unified table, 5.2+).
 SYS_OPEN_TREE = 428
@@ -57,49 +56,6 @@ def move_mount(tree_fd: int, target: str) -> None:
 def umount(target: str) -> None:
     """Lazily unmount the topmost mount at `target`."""
     _check(_libc.umount2(os.fsencode(target), MNT_DETACH), "umount", target)
-
-
-@dataclass(frozen=True)
-class MountEntry:
-    """One line of /proc/PID/mountinfo."""
-
-    mount_id: int
-    dev: str  # "major:minor"
-    root: str  # the path, inside its filesystem, of what is mounted
-    mountpoint: str  # relative to the reading process's root
-    fstype: str
-    source: str
-
-
-def _unescape(field: str) -> str:
-    """mountinfo escapes space, tab, newline and backslash as \\ooo."""
-    if "\\" not in field:
-        return field
-    out, i = [], 0
-    while i < len(field):
-        if field[i] == "\\" and i + 3 < len(field) and field[i + 1:i + 4].isdigit():
-            out.append(chr(int(field[i + 1:i + 4], 8)))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return "".join(out)
-
-
-def parse_mountinfo(text: str) -> list[MountEntry]:
-    entries = []
-    for line in text.splitlines():
-        left, sep, right = line.partition(" - ")
-        a, b = left.split(), right.split()
-        if not sep or len(a) < 5 or len(b) < 2:
-            continue
-        try:
-            mount_id = int(a[0])
-        except ValueError:
-            continue
-        entries.append(MountEntry(mount_id, a[2], _unescape(a[3]), _unescape(a[4]), b[0],
-                                  _unescape(b[1])))
-    return entries
 
 
 def dev_of(st: os.stat_result) -> str:

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from procfs.hostproc import HostProc
+from procfs.kmsg.node import KmsgNode
+from procfs.loadavg import LoadTracker
 from procfs.nodes import FileNode, OverlayNode
 from procfs.services import Services
 from procfs.views_io import io_nodes
@@ -40,8 +42,12 @@ def memory_and_cpu_nodes(s: Services) -> list[FileNode]:
 
 def time_nodes(s: Services) -> list[FileNode]:
     """proc/stat, proc/uptime, proc/loadavg; the loadavg sampler joins `s.background`."""
-    t = TimeViews(s.host, s.views)
-    s.background.append(t.loads.run)
+    def first_tracker() -> LoadTracker:  # once per server: the history survives reloads
+        tracker = TimeViews(s.host, s.views).loads
+        s.background.append(tracker.run)
+        return tracker
+
+    t = TimeViews(s.host, s.views, tracker=s.keep("loadavg", first_tracker))
     host = s.host
     return [
         OverlayNode("proc/stat", t.stat, host_proc(host, "stat")),
@@ -50,5 +56,9 @@ def time_nodes(s: Services) -> list[FileNode]:
     ]
 
 
+def kmsg_nodes(s: Services) -> list[FileNode]:
+    return [KmsgNode(s.kmsg)] if s.kmsg is not None else []
+
+
 def all_nodes(s: Services) -> list[FileNode]:
-    return [*memory_and_cpu_nodes(s), *io_nodes(s), *time_nodes(s)]
+    return [*memory_and_cpu_nodes(s), *io_nodes(s), *time_nodes(s), *kmsg_nodes(s)]

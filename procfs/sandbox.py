@@ -300,6 +300,7 @@ class Sandbox:
 
 
 def is_mounted(path: str) -> bool:
+    """Whether a mount (live or dead) is at `path`."""
     with open("/proc/self/mountinfo") as f:
         target = os.path.realpath(path)
         return any(line.split()[4] == target for line in f)
@@ -311,10 +312,13 @@ class Server:
     name = "procfs serve"
 
     def __init__(self, mountpoint: str | None = None, args: Sequence[str] = (),
-                 log_path: str | None = None, prefix: str = "procfs-mnt-") -> None:
+                 log_path: str | None = None, env: dict[str, str] | None = None,
+                 cwd: str | None = None, prefix: str = "procfs-mnt-") -> None:
         self.mountpoint = mountpoint or tempfile.mkdtemp(prefix=prefix)
         self._own_dir = mountpoint is None
         self.args = list(args)
+        self.env = env  # None: ours
+        self.cwd = cwd  # where `python -m procfs` finds the package (None: ours)
         self.log_path = log_path or os.path.join(tempfile.gettempdir(),
                                                  f"procfs-{uuid.uuid4().hex[:8]}.log")
         self.proc: subprocess.Popen[bytes] | None = None
@@ -327,18 +331,36 @@ class Server:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env=self.env, cwd=self.cwd,
             )
         deadline = time.monotonic() + timeout
-        while not is_mounted(self.mountpoint):
+        while not self.serving():
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError(f"{self.name} did not mount:\n{self.log()}")
             time.sleep(0.02)
         return self
 
+    def serving(self) -> bool:
+        """A live mount is at the mountpoint (not a dead one a restarted server takes over)."""
+        if not is_mounted(self.mountpoint):
+            return False
+        try:
+            os.statvfs(self.mountpoint)  # ENOTCONN while the dead one is there (stat may not)
+            parent = os.stat(os.path.dirname(os.path.abspath(self.mountpoint)))
+            return os.stat(self.mountpoint).st_dev != parent.st_dev
+        except OSError:
+            return False
+
     def log(self) -> str:
         with open(self.log_path, errors="replace") as f:
             return f.read()
+
+    def kill(self) -> None:
+        """SIGKILL the server, as a crash would: its mount stays, dead (ENOTCONN)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

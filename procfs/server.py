@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import logging
 import os
 import signal
 import socket
+import subprocess
+import time
 
 import pyfuse3
 import trio
 
 from procfs.fs import ProcFS
+from procfs.reattach import repair_attached
 from procfs.registry import all_nodes
+from procfs.reload import ReloadError, reload_code
+from procfs.runtime import ServerRecord
 from procfs.services import Config, Services
 
 log = logging.getLogger(__name__)
@@ -22,12 +29,59 @@ class UsageError(Exception):
     """A one-line refusal for the command line."""
 
 
+def mount_type(path: str) -> str | None:
+    """The filesystem type of the mount at `path` (the topmost), or None when none is there.
+    Read from mountinfo: unlike stat, it neither fails nor hangs on a dead FUSE mount."""
+    target = os.path.realpath(path)
+    found = None
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            fields = left.split()
+            if len(fields) > 4 and fields[4].encode().decode("unicode_escape") == target:
+                found = right.split()[0] if right else "?"
+    return found
+
+
+def detach(path: str) -> None:
+    """Lazily unmount `path` (MNT_DETACH): processes that still use it keep it, nobody new."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.umount2(os.fsencode(path), 2) != 0:  # MNT_DETACH
+        err = ctypes.get_errno()
+        done = subprocess.run(["fusermount3", "-u", "-z", path], capture_output=True, check=False)
+        if done.returncode != 0:
+            raise OSError(err, f"cannot unmount {path}: {os.strerror(err)}")
+
+
+def take_over_dead_mount(path: str) -> bool:
+    """If `path` is a procfs mount whose server died, unmount it and say True. Refuses a mount
+    whose server still runs; leaves every other kind of mount alone (check_mountpoint refuses)."""
+    kind = mount_type(path)
+    if kind is None or not kind.startswith("fuse") or "procfs" not in kind:
+        return False
+    record = ServerRecord.of(path)
+    if record is not None and record.alive():
+        raise UsageError(f"mountpoint {path} is served by pid {record.pid}")
+    try:
+        # A live server answers; a dead connection says ENOTCONN. statfs, not stat: the kernel
+        # answers stat from its attribute cache for a while after the server died.
+        os.statvfs(path)
+    except OSError as e:
+        if e.errno != errno.ENOTCONN:
+            raise
+        log.warning("%s: its server died; taking it over", path)
+        detach(path)
+        return True
+    raise UsageError(f"mountpoint {path} is served by another process")
+
+
 def check_mountpoint(path: str) -> None:
+    take_over_dead_mount(path)
     if not os.path.exists(path):
         raise UsageError(f"mountpoint {path} does not exist")
     if not os.path.isdir(path):
         raise UsageError(f"mountpoint {path} is not a directory")
-    if os.path.ismount(path):
+    if mount_type(path) is not None:
         raise UsageError(f"mountpoint {path} is already a mount")
     if os.listdir(path):
         raise UsageError(f"mountpoint {path} is not empty")
@@ -52,9 +106,32 @@ def sd_notify(message: str) -> None:
         s.sendto(message.encode(), address)
 
 
-async def _watch_signals(cancel: trio.CancelScope) -> None:
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+def reload_server(ops: ProcFS, services: Services, record: ServerRecord) -> bool:
+    """SIGHUP (and `procfs reload`): new code into service; the outcome goes to the record."""
+    sd_notify("RELOADING=1")
+    t0 = time.monotonic()
+    outcome: dict[str, object]
+    try:
+        result = reload_code(ops, services)
+        outcome = {"ok": True, "modules": len(result.modules), "files": result.files,
+                   "seconds": round(result.seconds, 4)}
+    except ReloadError as e:
+        outcome = {"ok": False, "error": str(e), "seconds": round(time.monotonic() - t0, 4)}
+    record.generation += 1
+    record.reload = outcome
+    with contextlib.suppress(OSError):
+        record.save()
+    sd_notify("READY=1")
+    return bool(outcome["ok"])
+
+
+async def _watch_signals(cancel: trio.CancelScope, ops: ProcFS, services: Services,
+                         record: ServerRecord) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async for signum in signals:
+            if signum == signal.SIGHUP:
+                reload_server(ops, services, record)
+                continue
             log.info("%s: unmounting", signal.Signals(signum).name)
             sd_notify("STOPPING=1")
             cancel.cancel()
@@ -65,6 +142,7 @@ async def serve(config: Config) -> None:
     check_mountpoint(config.mountpoint)
     services = Services.build(config)
     ops = ProcFS(all_nodes(services), services.resolver, services.render_cache)
+    record = ServerRecord.mine(config.mountpoint, services.host)
     try:
         async with trio.open_nursery() as nursery:
             for task in services.background:
@@ -72,12 +150,15 @@ async def serve(config: Config) -> None:
             pyfuse3.init(ops, config.mountpoint, mount_options(config))
             log.info("serving %d files at %s", len(ops.files), config.mountpoint)
             try:
-                nursery.start_soon(_watch_signals, nursery.cancel_scope)
+                record.save()
+                nursery.start_soon(_watch_signals, nursery.cancel_scope, ops, services, record)
+                nursery.start_soon(repair_attached, record.mountpoint)
                 sd_notify("READY=1")
                 await pyfuse3.main()
                 log.info("the FUSE session ended")
                 nursery.cancel_scope.cancel()
             finally:
+                record.remove()
                 pyfuse3.close(unmount=True)
                 log.info("unmounted %s", config.mountpoint)
     finally:

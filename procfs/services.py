@@ -10,16 +10,20 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from procfs.cgroup_cpu import CpuViewMode
 from procfs.cgroup_layout import CgroupLayout
+from procfs.control import DEFAULT_DIR, Control, socket_path
 from procfs.hostproc import HostProc
+from procfs.kmsg.service import KmsgConfig, KmsgService
+from procfs.kmsg.setup import setup as setup_kmsg
 from procfs.rendercache import DEFAULT_TTL, RenderCache
 from procfs.resolve import Resolver
 from procfs.views import Views
 
 BackgroundTask = Callable[..., Awaitable[Any]]
+T = TypeVar("T")
 
 
 @dataclass
@@ -31,6 +35,8 @@ class Config:
     cpu_view: CpuViewMode = CpuViewMode.QUOTA
     fuse_debug: bool = False
     cache_ttl: float = DEFAULT_TTL  # seconds a rendering is reused for one container; 0: never
+    control_dir: str = DEFAULT_DIR
+    kmsg: KmsgConfig = field(default_factory=KmsgConfig)
 
 
 @dataclass
@@ -43,6 +49,19 @@ class Services:
     clock: Callable[[], float] = time.monotonic
     background: list[BackgroundTask] = field(default_factory=list)
     render_cache: RenderCache | None = None
+    # State that outlives a reload (`procfs.reload` rebuilds the nodes from new code): node
+    # builders get it with `keep`, never build it afresh.
+    kept: dict[str, Any] = field(default_factory=dict)
+    control: Control = field(default_factory=lambda: Control(""))
+    kmsg: KmsgService | None = None
+
+    def keep(self, name: str, make: Callable[[], T]) -> T:
+        """The object kept under `name`, made (once per server) by `make`: the place for state
+        worth keeping across reloads (rings, load history) and for starting its task."""
+        if name not in self.kept:
+            self.kept[name] = make()
+        value: T = self.kept[name]
+        return value
 
     @classmethod
     def build(cls, config: Config, clock: Callable[[], float] = time.monotonic) -> Services:
@@ -53,8 +72,13 @@ class Services:
             layout = CgroupLayout.from_mountinfo(config.proc_root)
         resolver = Resolver(host, layout, clock=clock)
         views = Views(host, config.cpu_view, clock=clock)
-        cache = RenderCache(config.cache_ttl, clock=clock) if config.cache_ttl > 0 else None
-        return cls(config, host, layout, resolver, views, clock, render_cache=cache)
+        s = cls(config, host, layout, resolver, views, clock)
+        if config.cache_ttl > 0:
+            s.render_cache = RenderCache(config.cache_ttl, clock=clock)
+        s.control = Control(socket_path(config.mountpoint, config.control_dir))
+        s.background.append(s.control.serve)
+        s.kmsg = setup_kmsg(s)
+        return s
 
     def close(self) -> None:
         self.resolver.close()

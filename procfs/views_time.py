@@ -86,7 +86,8 @@ class TimeViews:
         self.boottime = boottime
         self.realtime = realtime
         self.hz = hz or clock_ticks()
-        self.loads = tracker or LoadTracker(self.count_tasks)
+        # not `tracker or ...`: an empty tracker has len() 0 and is falsy
+        self.loads = tracker if tracker is not None else LoadTracker(self.count_tasks)
         self._last = _LastValues()
 
     # Readers.

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from procfs.attach import FSTYPE, ExitCode, served_files
-from procfs.nsmount import parse_mountinfo
+from procfs.mountinfo import parse_mountinfo
 from procfs.sandbox import Cgroup, Limits, Sandbox, Server
 from procfs.state import StateFile
 

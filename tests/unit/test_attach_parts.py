@@ -12,7 +12,7 @@ import pytest
 from procfs.attach import ExitCode
 from procfs.attach_cli import EPILOG
 from procfs.cli import parser
-from procfs.nsmount import parse_mountinfo
+from procfs.mountinfo import parse_mountinfo
 from procfs.oci import RUNC_PROC_MOUNTS, BadState, HookState, docker_flags
 from procfs.state import Attachment, StateError, StateFile
 

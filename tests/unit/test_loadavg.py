@@ -209,3 +209,17 @@ def test_newest_pid_and_running_total(tmp_path: Path) -> None:
     # the newest task exits: the newest pid does not go back; a vanished tid is not counted
     host.remove_process(203)
     assert render(tracker.read(c)) == b"0.00 0.00 0.00 1/4 4\n"
+
+
+def test_server_wiring_samples_the_tracker_the_file_reads() -> None:
+    """The node's tracker is the one kept for the server (and sampled by its task), even while
+    it tracks nothing yet (an empty tracker is falsy: len() 0)."""
+    from procfs.registry import time_nodes
+    from procfs.services import Config, Services
+
+    s = Services.build(Config(mountpoint="/nonexistent"))
+    time_nodes(s)
+    tracker = s.kept["loadavg"]
+    assert tracker.run in s.background
+    node = next(n for n in time_nodes(s) if n.path == "proc/loadavg")
+    assert node.render.__self__.loads is tracker  # type: ignore[attr-defined]

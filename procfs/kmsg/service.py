@@ -1,0 +1,243 @@
+"""Every container's ring: creation, bounds, write rate limits, expiry, and the host's view.
+
+Rings are keyed by `Container.key`. Memory is bounded twice: each ring by `ring_bytes`, all
+rings together by `total_bytes` (at most total // ring rings; past that the ring of a container
+gone longest, else the least recently used one, is dropped). A ring whose container is gone stays
+`gone_ttl` seconds, so that the host can still read why it died, then goes.
+
+Requests that wait (a blocked reader, a throttled writer) each hold one of pyfuse3's worker
+tasks, so their number is capped per container and in all; past the cap a read that would block
+answers EAGAIN and a throttled write is dropped at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from procfs.errors import NotFound, ProcfsError
+from procfs.hostproc import HostProc
+from procfs.kmsg.ratelimit import TokenBucket
+from procfs.kmsg.record import LOG_KERN, escape
+from procfs.kmsg.ring import Ring
+from procfs.resolve import Container, Resolver
+
+log = logging.getLogger(__name__)
+
+Key = tuple[int, int, int]
+GREETING = b"procfs: kernel log of this container"
+GREETING_PRI = LOG_KERN * 8 + 6  # kern.info
+
+
+@dataclass
+class KmsgConfig:
+    ring_bytes: int = 256 << 10
+    total_bytes: int = 32 << 20
+    rate: float = 100.0  # records a second a container may write...
+    burst: float = 200.0  # ...and how many it may write at once
+    throttle: float = 0.05  # an over-limit writer waits this long for a token before a drop
+    gone_ttl: float = 300.0
+    sweep_interval: float = 10.0
+    wake_interval: float = 0.2  # a blocked reader looks for a pending signal this often
+    max_waiting: int = 32  # requests parked in the server (blocked reads, throttled writes)...
+    max_waiting_per_container: int = 8  # ...and per container
+    host_log: str = "/dev/kmsg"  # the host's kernel log to route from; "" for none
+
+
+def boottime_ns() -> int:
+    return time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def ring_id(key: Key) -> str:
+    return ":".join(str(k) for k in key)
+
+
+@dataclass
+class Entry:
+    container: Container
+    ring: Ring
+    bucket: TokenBucket
+    used_at: float
+    suppressed: int = 0
+    gone_since: float | None = None
+    waiting: int = 0
+
+    @property
+    def id(self) -> str:
+        return ring_id(self.container.key)
+
+
+@dataclass
+class KmsgService:
+    config: KmsgConfig
+    host: HostProc
+    resolver: Resolver | None = None
+    clock: Callable[[], float] = time.monotonic
+    boottime_ns: Callable[[], int] = boottime_ns
+    entries: dict[Key, Entry] = field(default_factory=dict)
+    waiting: int = 0
+
+    @property
+    def max_rings(self) -> int:
+        return max(1, self.config.total_bytes // max(1, self.config.ring_bytes))
+
+    def container_ts_usec(self, c: Container) -> int:
+        """Now, in `c`'s boottime: since its init started, plus its time-namespace offset (as
+        its /proc/uptime)."""
+        start_ns = c.reaper_start * 1_000_000_000 // CLK_TCK
+        return max(0, self.boottime_ns() - start_ns + c.boottime_offset_ns) // 1000
+
+    def entry(self, c: Container) -> Entry:
+        """`c`'s ring, made (with a first record, so that a reader never finds it empty and
+        falls back to the host's syslog(2)) on first use."""
+        now = self.clock()
+        e = self.entries.get(c.key)
+        if e is None:
+            self._make_room()
+            cfg = self.config
+            e = Entry(c, Ring(cfg.ring_bytes), TokenBucket(cfg.rate, cfg.burst, now), now)
+            e.ring.append(GREETING_PRI, self.container_ts_usec(c), GREETING)
+            self.entries[c.key] = e
+            log.info("kmsg ring %s for container with init %d", e.id, c.reaper)
+        else:
+            e.container = c  # newer cgroup paths
+        e.used_at = now
+        return e
+
+    def _make_room(self) -> None:
+        while len(self.entries) >= self.max_rings:
+            gone = [e for e in self.entries.values() if e.gone_since is not None]
+            victim = (min(gone, key=lambda e: e.gone_since or 0.0) if gone
+                      else min(self.entries.values(), key=lambda e: e.used_at))
+            if victim.gone_since is None:
+                log.warning("kmsg: %d rings (the bound); dropping %s, least recently used",
+                            len(self.entries), victim.id)
+            del self.entries[victim.container.key]
+
+    def append(self, e: Entry, pri: int, text: bytes, dict_lines: tuple[bytes, ...] = ()) -> None:
+        e.ring.append(pri, self.container_ts_usec(e.container), text, dict_lines)
+
+    async def write(self, e: Entry, pri: int, text: bytes) -> bool:
+        """Append a container's own message unless it is over its rate (then it is dropped and
+        counted, as the kernel's devkmsg ratelimit does). True when it was kept."""
+        if not e.bucket.take(self.clock()):
+            with self.parked(e) as ok:
+                if ok:  # slow the writer down a little instead of spinning on drops
+                    await trio.sleep(min(self.config.throttle, e.bucket.wait_time()))
+            if not e.bucket.take(self.clock()):
+                e.suppressed += 1
+                return False
+        if e.suppressed:
+            self.append(e, LOG_KERN * 8 + 4,
+                        b"kmsg: %d output lines suppressed due to ratelimiting" % e.suppressed)
+            e.suppressed = 0
+        self.append(e, pri, text)
+        return True
+
+    @contextlib.contextmanager
+    def parked(self, e: Entry) -> Iterator[bool]:
+        """A place for one waiting request of `e`'s container; False when none is free."""
+        cfg = self.config
+        ok = self.waiting < cfg.max_waiting and e.waiting < cfg.max_waiting_per_container
+        if ok:
+            self.waiting += 1
+            e.waiting += 1
+        try:
+            yield ok
+        finally:
+            if ok:
+                self.waiting -= 1
+                e.waiting -= 1
+
+    # Containers and their lifetime.
+
+    def alive(self, c: Container) -> bool:
+        try:
+            return self.host.stat(c.reaper).start_ticks == c.reaper_start
+        except ProcfsError:
+            return False
+
+    def containers(self) -> list[Container]:
+        """Containers lines may be routed to: those with a ring, and those seen lately."""
+        seen = {e.container.key: e.container for e in self.entries.values()
+                if e.gone_since is None}
+        if self.resolver is not None:
+            for c in self.resolver.containers():
+                seen.setdefault(c.key, c)
+        return list(seen.values())
+
+    def sweep(self) -> None:
+        now = self.clock()
+        for key, e in list(self.entries.items()):
+            if e.gone_since is None:
+                if not self.alive(e.container):
+                    e.gone_since = now
+            elif now - e.gone_since >= self.config.gone_ttl:
+                log.info("kmsg: dropping ring %s (container gone %.0f s)", e.id,
+                         now - e.gone_since)
+                del self.entries[key]
+
+    async def sweeper(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        while True:
+            await trio.sleep(self.config.sweep_interval)
+            self.sweep()
+
+    # The host's view (the control commands).
+
+    def find(self, target: str, create: bool = False) -> Entry:
+        """A ring by its id, or by the pid (on the host) of any process of its container."""
+        for e in self.entries.values():
+            if e.id == target:
+                return e
+        if not target.isdigit():
+            raise NotFound(f"no kmsg ring {target}")
+        pid = int(target)
+        for e in self.entries.values():
+            if e.container.reaper == pid:
+                return e
+        c = self.resolver.resolve(pid) if self.resolver is not None else None
+        if c is None:
+            raise NotFound(f"pid {pid} is not in a container")
+        if c.key not in self.entries and not create:
+            raise NotFound(f"the container of pid {pid} has no kmsg ring yet")
+        return self.entry(c)
+
+    def describe(self, e: Entry) -> dict[str, Any]:
+        mem = e.container.cgroups.of("memory")
+        return {
+            "id": e.id, "init": e.container.reaper, "alive": e.gone_since is None,
+            "records": len(e.ring.records), "bytes": e.ring.bytes, "max_bytes": e.ring.max_bytes,
+            "first_seq": e.ring.first_seq, "next_seq": e.ring.next_seq,
+            "suppressed": e.suppressed, "memory_cgroup": mem[0] if mem else None,
+        }
+
+    async def cmd_list(self, args: dict[str, Any]) -> Any:
+        return {"rings": [self.describe(e) for e in self.entries.values()],
+                "total_bytes": sum(e.ring.bytes for e in self.entries.values()),
+                "max_total_bytes": self.config.total_bytes}
+
+    async def cmd_show(self, args: dict[str, Any]) -> Any:
+        e = self.find(str(args.get("target", "")))
+        return {"ring": self.describe(e), "records": [
+            {"seq": r.seq, "pri": r.pri, "ts_usec": r.ts_usec,
+             "text": escape(r.text).decode("ascii")}
+            for r in e.ring.records
+        ]}
+
+    async def cmd_append(self, args: dict[str, Any]) -> Any:
+        e = self.find(str(args.get("target", "")), create=True)
+        text = str(args.get("text", "")).encode()
+        level = int(args.get("level", 6)) & 7
+        self.append(e, LOG_KERN * 8 + level, text)  # the host may write as "the kernel"
+        return {"ring": e.id, "seq": e.ring.next_seq - 1}

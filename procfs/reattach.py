@@ -1,0 +1,91 @@
+"""Repair the containers a dead server had attached, without restarting them.
+
+When a server dies, every bind of its files inside every container answers ENOTCONN: the binds
+hold the dead FUSE connection. A new server mounts afresh, then attaches again every container
+the state file (`procfs.state`, written by `procfs attach`) records for its mountpoint and whose
+init still runs (same pid, same start time): `procfs.attach` finds the stale layers by their
+device in the container's mountinfo (not by stat: the kernel answers stat from its attribute
+cache for a while after the server died), unmounts them and moves a fresh `open_tree` clone of
+each file in their place, inside the container's mount namespace. Containers that vanished are
+skipped (and pruned from the state file).
+
+The attach forks a child that does `open_tree` on our own mount, which the server must answer:
+so the server runs the repair in a separate process (`python -m procfs.reattach MOUNTPOINT`,
+one JSON line per container) and goes on serving meanwhile.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+
+import trio
+
+from procfs.attach import Attacher, AttachError
+from procfs.errors import ProcfsError
+from procfs.state import Attachment, StateFile
+
+log = logging.getLogger(__name__)
+
+
+def attached_to(mountpoint: str, state: StateFile) -> list[Attachment]:
+    """The live entries of `mountpoint`. abspath, not realpath: the server calls this, and must
+    not look up paths on its own mount from its only thread."""
+    mine = os.path.abspath(mountpoint)
+    try:
+        entries = state.load()
+    except ProcfsError as e:
+        log.error("cannot repair attached containers: %s", e)
+        return []
+    return [e for e in entries if os.path.abspath(e.mountpoint) == mine and e.alive(state.host)]
+
+
+def repair(mountpoint: str, state: StateFile | None = None) -> list[dict[str, object]]:
+    """Attach again every live container recorded for `mountpoint`; what was done to each."""
+    state = state or StateFile()
+    attacher = Attacher(mountpoint, state)
+    out: list[dict[str, object]] = []
+    for entry in attached_to(mountpoint, state):
+        try:
+            res = attacher.attach(entry.pid, rootfs=entry.rootfs, files=entry.files,
+                                  container_id=entry.container_id)
+            out.append({"pid": entry.pid, "replaced": res.replaced, "kept": res.kept,
+                        "bound": res.bound})
+        except (AttachError, ProcfsError, OSError) as e:
+            out.append({"pid": entry.pid, "failed": str(e)})
+    try:
+        state.prune()
+    except ProcfsError as e:
+        log.warning("cannot prune %s: %s", state.path, e)
+    return out
+
+
+async def repair_attached(mountpoint: str) -> None:
+    """A trio task, started once the fresh mount serves: repair in a child process. Logs what
+    it did; never raises."""
+    try:
+        if not attached_to(mountpoint, StateFile()):
+            return
+        done = await trio.run_process(
+            [sys.executable, "-m", "procfs.reattach", mountpoint],
+            capture_stdout=True, capture_stderr=True, check=False,
+        )
+        for line in done.stdout.decode(errors="replace").splitlines():
+            log.warning("reattach: %s", line)
+        if done.returncode != 0:
+            log.error("reattach failed (%d): %s", done.returncode,
+                      done.stderr.decode(errors="replace")[-2000:])
+    except Exception:
+        log.exception("reattach failed")
+
+
+def main() -> int:
+    for result in repair(sys.argv[1]):
+        print(json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

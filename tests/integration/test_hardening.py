@@ -1,0 +1,205 @@
+"""Issue 8: the mount is read-only, a container sees only its own numbers, one container cannot
+hoard the server, and a soak (containers reading everything at full speed while others come and
+go and the server reloads twice) sees no failed read and flat memory.
+
+The soak's length and size are parameters: PROCFS_SOAK_SECONDS (default 15) and
+PROCFS_SOAK_CONTAINERS (default 4); by hand, e.g. 600 and 100."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+
+from procfs.fs import MAX_OPEN_PER_CONTAINER
+from procfs.sandbox import Limits, Server, container, served_paths
+
+MIB = 1 << 20
+
+
+@pytest.fixture
+def own_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Server]:
+    monkeypatch.setenv("PROCFS_STATE", str(tmp_path / "attached.json"))
+    with Server() as srv:
+        yield srv
+
+
+def test_mount_is_read_only(own_server: Server, make_container) -> None:
+    mount = Path(own_server.mountpoint)
+    meminfo = mount / "proc/meminfo"
+    before = meminfo.read_bytes().splitlines()[0]
+    attempts = {
+        "write": lambda: open(meminfo, "w").close(),
+        "append": lambda: open(meminfo, "a").close(),
+        "truncate": lambda: os.truncate(meminfo, 0),
+        "chmod": lambda: os.chmod(meminfo, 0o666),
+        "chown": lambda: os.chown(meminfo, 1, 1),
+        "unlink": lambda: os.unlink(meminfo),
+        "rename": lambda: os.rename(meminfo, mount / "proc/x"),
+        "create": lambda: open(mount / "proc/new", "x").close(),
+        "mkdir": lambda: os.mkdir(mount / "proc/d"),
+        "symlink": lambda: os.symlink("/etc/passwd", mount / "proc/l"),
+        "setxattr": lambda: os.setxattr(meminfo, "user.x", b"1"),
+    }
+    for name, attempt in attempts.items():
+        with pytest.raises(OSError):
+            attempt()
+            pytest.fail(f"{name} succeeded")
+    assert meminfo.read_bytes().splitlines()[0] == before
+    assert sorted(served_paths(str(mount))) == sorted(served_paths(str(mount)))
+    # Inside a container, as its root.
+    sb = make_container(Limits(memory=64 * MIB))
+    out = sb.run(["sh", "-c", "echo 1 > /proc/meminfo"], check=False)
+    assert out.returncode != 0
+    assert sb.sh("head -1 /proc/meminfo").split()[1] == "65536"
+
+
+def test_each_container_sees_its_own(make_container) -> None:
+    """Interleaved reads of containers with different limits; then containers that replace
+    each other (pid-namespace inodes and pids get reused) each see their own."""
+    boxes = {mib: make_container(Limits(memory=mib * MIB)) for mib in (48, 80)}
+    script = "for i in $(seq 20); do head -1 /proc/meminfo; done"
+    procs = {mib: sb.popen(["sh", "-c", script], stdout=subprocess.PIPE)
+             for mib, sb in boxes.items()}
+    for mib, p in procs.items():
+        out, _ = p.communicate(timeout=60)
+        assert {line.split()[1] for line in out.splitlines()} == {str(mib * 1024)}
+    for mib in (40, 72, 56):
+        with container(None, Limits(memory=mib * MIB)) as plain:
+            assert plain.pid
+        sb = make_container(Limits(memory=mib * MIB))
+        assert sb.sh("head -1 /proc/meminfo").split()[1] == str(mib * 1024)
+        sb.stop()
+
+
+HOARDER = """
+import os, resource, sys
+resource.setrlimit(resource.RLIMIT_NOFILE, (20000, 20000))
+fds, err = [], 0
+try:
+    for _ in range(int(sys.argv[1]) + 10):
+        fds.append(os.open("/proc/meminfo", os.O_RDONLY))
+except OSError as e:
+    err = e.errno
+print(len(fds), err, flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_open_files_capped_per_container(own_server: Server) -> None:
+    with ExitStack() as stack:
+        greedy = stack.enter_context(container(own_server.mountpoint, Limits(memory=64 * MIB)))
+        other = stack.enter_context(container(own_server.mountpoint, Limits(memory=96 * MIB)))
+        p = greedy.popen(["python3", "-c", HOARDER, str(MAX_OPEN_PER_CONTAINER)],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        stack.callback(lambda: p.poll() is None and p.kill())
+        assert p.stdout is not None
+        opened, err = map(int, p.stdout.readline().split())
+        assert (opened, err) == (MAX_OPEN_PER_CONTAINER, errno.ENFILE)
+        assert other.sh("head -1 /proc/meminfo").split()[1] == str(96 * 1024)  # not starved
+        p.communicate("\n", timeout=30)
+        assert greedy.sh("head -1 /proc/meminfo").split()[1] == "65536"  # released
+
+
+# Runs inside a container: read every bound file in turn until the stop file appears.
+ALL_READER = r"""
+import json, os, sys
+stop, files = sys.argv[1], sys.argv[2:]
+reads = errors = empty = 0
+notes = []
+while not os.path.exists(stop):
+    for path in files:
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError as e:
+            errors += 1
+            notes.append(f"{path}: {e}")
+            continue
+        reads += 1
+        # (diskstats and slabinfo may be empty for a container without I/O or slab caches)
+        if not data and path.endswith(("meminfo", "cpuinfo", "online", "possible", "present")):
+            empty += 1
+            notes.append(f"{path}: empty")
+print(json.dumps({"reads": reads, "errors": errors, "empty": empty, "notes": notes[:5]}))
+"""
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def test_soak(own_server: Server, tmp_path: Path) -> None:
+    seconds = float(os.environ.get("PROCFS_SOAK_SECONDS", "15"))
+    count = int(os.environ.get("PROCFS_SOAK_CONTAINERS", "4"))
+    mount = own_server.mountpoint
+    files = ["/" + rel for rel in served_paths(mount) if not rel.startswith("dev/")]
+    stop = tmp_path / "stop"
+    assert own_server.proc is not None
+    server_pid = own_server.proc.pid
+    churned: list[int] = []
+    churn_errors: list[str] = []
+
+    def churn() -> None:
+        mib = 32
+        while not stop.exists():
+            mib = 32 + (mib + 8) % 96
+            try:
+                with container(mount, Limits(memory=mib * MIB)) as sb:
+                    got = sb.sh("head -1 /proc/meminfo").split()[1]
+                    if got != str(mib * 1024):
+                        churn_errors.append(f"{mib} MiB container saw {got} kB")
+                churned.append(mib)
+            except Exception as e:
+                churn_errors.append(repr(e))
+
+    with ExitStack() as stack:
+        readers = []
+        for i in range(count):
+            sb = stack.enter_context(container(mount, Limits(memory=(64 + i) * MIB)))
+            p = sb.popen(["python3", "-c", ALL_READER, str(stop), *files],
+                         stdout=subprocess.PIPE)
+            readers.append(p)
+            stack.callback(lambda p=p: p.poll() is None and p.kill())
+        thread = threading.Thread(target=churn, daemon=True)
+        thread.start()
+        stack.callback(lambda: (stop.touch(), thread.join(60)))
+        t0 = time.monotonic()
+        samples: list[tuple[float, int]] = []
+        reloads = []
+        while (now := time.monotonic() - t0) < seconds:
+            samples.append((now, rss_kib(server_pid)))
+            if len(reloads) < 2 and now > seconds * (len(reloads) + 1) / 3:
+                done = subprocess.run([sys.executable, "-m", "procfs", "reload", "--mount", mount],
+                                      capture_output=True, text=True, timeout=60, check=False)
+                reloads.append(done.returncode)
+            time.sleep(0.25)
+        stop.touch()
+        thread.join(60)
+        results = [json.loads(p.communicate(timeout=60)[0]) for p in readers]
+    assert reloads == [0, 0]
+    for r in results:
+        assert r["reads"] > 0 and r["errors"] == 0 and r["empty"] == 0, r
+    assert churned and not churn_errors, churn_errors[:5]
+    second_half = [kib for t, kib in samples if t >= seconds / 2]
+    middle = statistics.median(second_half)
+    assert all(abs(kib - middle) <= 0.10 * middle for kib in second_half), second_half
+    log = own_server.log()
+    assert "Traceback" not in log and " ERROR " not in log, log[-3000:]
+    total = sum(r["reads"] for r in results)
+    print(f"soak: {seconds:.0f} s, {count} readers, {total} reads, {len(churned)} containers "
+          f"created and destroyed, RSS {min(second_half)}-{max(second_half)} kB, 0 errors")

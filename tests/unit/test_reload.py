@@ -1,0 +1,65 @@
+"""Reload in place, without a mount: modules re-executed in dependency order, the tree rebuilt
+with the same inode numbers, and the state kept in Services (load history) kept."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from procfs.fs import ProcFS
+from procfs.registry import all_nodes
+from procfs.reload import KEEP, reload_code, reloadable
+from procfs.services import Config, Services
+from tests.trees import FakeHost, write
+
+
+def build(tmp_path: Path) -> tuple[ProcFS, Services]:
+    host = FakeHost(tmp_path)
+    cg = tmp_path / "cg"
+    write(cg / "cgroup.controllers", "cpuset cpu memory\n")
+    services = Services.build(Config(proc_root=str(host.proc), sys_root=str(host.sys),
+                                     cgroup_root=str(cg)))
+    return ProcFS(all_nodes(services), services.resolver), services
+
+
+def in_child(test: str, tmp_path: Path) -> None:
+    """Run `test` in a fresh interpreter: a reload re-makes classes, and the other tests of this
+    process must keep theirs."""
+    code = f"import pathlib, tests.unit.test_reload as t; t.{test}(pathlib.Path({str(tmp_path)!r}))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, cwd=Path(__file__).resolve().parents[2], check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_order_puts_dependencies_first() -> None:
+    order = reloadable()
+    assert not set(order) & KEEP
+    for dep, user in [("overlays.meminfo", "procfs.cgroup_memory"),
+                      ("procfs.cgroup_memory", "procfs.views"),
+                      ("procfs.views", "procfs.registry"), ("procfs.sysfiles", "procfs.hostproc")]:
+        assert order.index(dep) < order.index(user)
+
+
+def test_reload_keeps_inodes_and_state(tmp_path: Path) -> None:
+    in_child("reload_keeps_inodes_and_state", tmp_path)
+
+
+def reload_keeps_inodes_and_state(tmp_path: Path) -> None:
+    ops, services = build(tmp_path)
+    try:
+        before = {node.path: inode for inode, node in ops.files.items()}
+        tracker = services.kept["loadavg"]
+        old_views, old_meminfo = services.views, sys.modules["overlays.meminfo"].render
+        result = reload_code(ops, services)
+        after = {node.path: inode for inode, node in ops.files.items()}
+        assert after == before and result.files == len(before)
+        assert services.kept["loadavg"] is tracker
+        assert sum(task == tracker.run for task in services.background) == 1  # one sampler
+        assert services.views is not old_views
+        assert sys.modules["overlays.meminfo"].render is not old_meminfo  # new code
+        assert "overlays.meminfo" in result.modules
+        cpu_view_mode = sys.modules["procfs.cgroup_cpu"].CpuViewMode
+        assert services.views.cpu_mode is cpu_view_mode.QUOTA  # the new enum's member
+    finally:
+        services.close()
