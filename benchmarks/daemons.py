@@ -66,6 +66,12 @@ class Daemon(Server):
 
     def __init__(self, args: Sequence[str] = ()) -> None:
         super().__init__(args=args, prefix=f"bench-{self.name}-")
+        self.started = False
+
+    def start(self, timeout: float = 20.0) -> Daemon:
+        super().start(timeout)
+        self.started = True
+        return self
 
     @property
     def pid(self) -> int:
@@ -74,8 +80,9 @@ class Daemon(Server):
 
     def stop(self) -> None:
         super().stop()
-        with contextlib.suppress(OSError):
-            os.unlink(self.log_path)
+        if self.started:  # a log of a failed start is kept, for the error message
+            with contextlib.suppress(OSError):
+                os.unlink(self.log_path)
 
 
 class Lxcfs(Daemon):

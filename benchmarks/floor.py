@@ -90,6 +90,12 @@ class Floor(pyfuse3.Operations):
     async def release(self, fh: int) -> None:
         return None
 
+    async def statfs(self, ctx: Any) -> pyfuse3.StatvfsData:
+        s = pyfuse3.StatvfsData()
+        s.f_bsize = s.f_frsize = 4096
+        s.f_namemax = 255
+        return s
+
 
 def snapshot(path: str) -> bytes:
     """The host's file at `path` ("proc/meminfo"), or a line of text when it has none."""

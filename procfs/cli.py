@@ -30,9 +30,9 @@ def _serve(args: argparse.Namespace) -> int:
         cgroup_root=args.cgroup_root,
         cpu_view=CpuViewMode(args.cpu_view),
         fuse_debug=args.fuse_debug,
+        cache_ttl=args.cache_ttl,
         control_dir=args.control_dir,
         kmsg=kmsg,
-        cache_ttl=args.cache_ttl,
     )
     try:
         trio.run(serve, config)

@@ -23,7 +23,7 @@ from typing import Any, ParamSpec, TypeVar
 import pyfuse3
 
 from procfs.errors import ProcfsError, Refused, to_errno
-from procfs.nodes import Caller, FileNode, OpenFile, OverlayNode
+from procfs.nodes import Caller, FileNode, OpenFile
 from procfs.rendercache import RenderCache
 from procfs.resolve import Resolver
 
@@ -124,13 +124,17 @@ class ProcFS(pyfuse3.Operations):
             inode = self._inode(node.path.strip("/"))
             cur.children[name] = inode
             tree.files[inode] = node
-            if self.cache is not None and isinstance(node, OverlayNode):
-                node.cache = self.cache
         return tree
 
     def install(self, tree: Tree) -> None:
         """Serve `tree` from the next request on (one assignment: no request sees a mix).
         Files already open keep their handles, and with them what they rendered."""
+        if self.cache is not None:
+            self.cache.clear()  # renderings of the old code
+            for node in tree.files.values():
+                # by attribute, not isinstance: a reload brings a new OverlayNode class
+                if hasattr(node, "cache"):
+                    setattr(node, "cache", self.cache)  # noqa: B010
         self.dirs, self.files = tree.dirs, tree.files
 
     def paths(self) -> list[str]:

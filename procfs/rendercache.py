@@ -61,5 +61,9 @@ class RenderCache:
                 del self._entries[key]
                 self._bytes -= len(data)
 
+    def clear(self) -> None:
+        self._entries.clear()
+        self._bytes = 0
+
     def __len__(self) -> int:
         return len(self._entries)

@@ -34,9 +34,9 @@ class Config:
     cgroup_root: str | None = None  # None: find the hierarchies in mountinfo
     cpu_view: CpuViewMode = CpuViewMode.QUOTA
     fuse_debug: bool = False
+    cache_ttl: float = DEFAULT_TTL  # seconds a rendering is reused for one container; 0: never
     control_dir: str = DEFAULT_DIR
     kmsg: KmsgConfig = field(default_factory=KmsgConfig)
-    cache_ttl: float = DEFAULT_TTL  # seconds a rendering is reused for one container; 0: never
 
 
 @dataclass
@@ -48,12 +48,12 @@ class Services:
     views: Views
     clock: Callable[[], float] = time.monotonic
     background: list[BackgroundTask] = field(default_factory=list)
+    render_cache: RenderCache | None = None
     # State that outlives a reload (`procfs.reload` rebuilds the nodes from new code): node
     # builders get it with `keep`, never build it afresh.
     kept: dict[str, Any] = field(default_factory=dict)
     control: Control = field(default_factory=lambda: Control(""))
     kmsg: KmsgService | None = None
-    render_cache: RenderCache | None = None
 
     def keep(self, name: str, make: Callable[[], T]) -> T:
         """The object kept under `name`, made (once per server) by `make`: the place for state
@@ -72,8 +72,9 @@ class Services:
             layout = CgroupLayout.from_mountinfo(config.proc_root)
         resolver = Resolver(host, layout, clock=clock)
         views = Views(host, config.cpu_view, clock=clock)
-        cache = RenderCache(config.cache_ttl, clock=clock) if config.cache_ttl > 0 else None
-        s = cls(config, host, layout, resolver, views, clock, render_cache=cache)
+        s = cls(config, host, layout, resolver, views, clock)
+        if config.cache_ttl > 0:
+            s.render_cache = RenderCache(config.cache_ttl, clock=clock)
         s.control = Control(socket_path(config.mountpoint, config.control_dir))
         s.background.append(s.control.serve)
         s.kmsg = setup_kmsg(s)
