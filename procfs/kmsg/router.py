@@ -12,6 +12,7 @@ pids become the container's pids where they are known.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -77,6 +78,7 @@ class Router:
         self.containers = containers
         self.deliver = deliver  # (container, pri, text) → appended to its ring
         self.victims: OrderedDict[int, Victim] = OrderedDict()  # host pid → victim
+        self.held: HostRecord | None = None  # a line whose pr_cont pieces may follow
 
     def by_memcg(self, path: str) -> Container | None:
         best: tuple[int, Container] | None = None
@@ -160,6 +162,21 @@ class Router:
         return CGROUP_FIELDS.sub(local, text)
 
     def dispatch(self, rec: HostRecord) -> None:
+        """Route `rec`, first joining the pieces of a line the kernel printed with pr_cont: when
+        another CPU prints in between, `oom-kill:...` and its `,oom_memcg=/P,task_memcg=/P,...`
+        (or `Memory cgroup stats for ` and its path) arrive as separate records."""
+        held, self.held = self.held, None
+        if held is not None:
+            if rec.text.startswith((b",", b"/")):
+                rec = dataclasses.replace(held, text=held.text + rec.text)
+            else:
+                self._dispatch(held)
+        if _unfinished(rec.text):
+            self.held = rec
+            return
+        self._dispatch(rec)
+
+    def _dispatch(self, rec: HostRecord) -> None:
         try:
             routed = self.route(rec)
         except Exception:  # a bad line must not end the router
@@ -167,6 +184,14 @@ class Router:
             return
         if routed is not None:
             self.deliver(routed[0], rec.pri, routed[1])
+
+
+def _unfinished(text: bytes) -> bool:
+    """A line whose continuation is still to come: an oom-kill line without its task fields, or
+    a stats header without its path."""
+    if OOM_KILL.search(text):
+        return b",uid=" not in text
+    return text.rstrip() == b"Memory cgroup stats for"
 
 
 async def follow_host_log(path: str, router: Router,

@@ -128,3 +128,23 @@ async def test_follow_without_a_host_log_starts_and_ends(tmp_path: Path) -> None
     router, _ = make_router(FakeProc(tmp_path), [])
     async with trio.open_nursery() as n:
         await n.start(follow_host_log, str(tmp_path / "missing"), router)
+
+
+def test_pr_cont_pieces_split_by_another_cpu_are_joined(tmp_path: Path) -> None:
+    """When another CPU prints in between, the kernel's pr_cont pieces of the oom-kill line and
+    of the stats header arrive as records of their own; the router joins them again."""
+    proc = FakeProc(tmp_path)
+    a = container("/procfs-test-78decdbe8f", pidns=11, reaper=100)
+    proc.add(16780, pidns=11, nspid=(16780, 13))
+    router, out = make_router(proc, [a])
+    oom_kill = V1_LINES[2][1]
+    cut = oom_kill.index(b",oom_memcg=")
+    feed(router, [
+        (6, b"Memory cgroup stats for "), (6, b"/procfs-test-78decdbe8f:"),
+        (6, oom_kill[:cut]), (6, oom_kill[cut:]),
+        V1_LINES[3],
+    ])
+    assert [text.split(b":")[0] for _, text in out] == [
+        b"Memory cgroup stats for /", b"oom-kill", b"Memory cgroup out of memory"]
+    assert all(reaper == 100 for reaper, _ in out)
+    assert b"task_memcg=/," in out[1][1] and b"pid=13," in out[1][1]
