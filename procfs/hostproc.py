@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from procfs.errors import Malformed, ProcessGone
@@ -108,6 +109,13 @@ class HostProc:
 
     def sys_text(self, rel: str) -> str:
         return read_text(os.path.join(self.sys_root, rel))
+
+    def proc_file(self, name: str) -> Callable[[], bytes]:
+        """A reader of the host's /proc/`name`: what a host caller (or a fallback) is served."""
+        return lambda: self.text(name).encode()
+
+    def sys_file(self, rel: str) -> Callable[[], bytes]:
+        return lambda: self.sys_text(rel).encode()
 
     def pids(self) -> list[int]:
         return [int(n) for n in os.listdir(self.proc_root) if n.isdigit()]

@@ -6,9 +6,6 @@ the list of paths from `all_nodes`, so they always agree.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-from procfs.hostproc import HostProc
 from procfs.kmsg.node import KmsgNode
 from procfs.loadavg import LoadTracker
 from procfs.nodes import FileNode, OverlayNode
@@ -19,22 +16,14 @@ from procfs.views_time import TimeViews
 CPU_DIR = "sys/devices/system/cpu"
 
 
-def host_proc(host: HostProc, name: str) -> Callable[[], bytes]:
-    return lambda: host.text(name).encode()
-
-
-def host_sys(host: HostProc, rel: str) -> Callable[[], bytes]:
-    return lambda: host.sys_text(rel).encode()
-
-
 def memory_and_cpu_nodes(s: Services) -> list[FileNode]:
     views, host = s.views, s.host
     return [
-        OverlayNode("proc/meminfo", views.meminfo, host_proc(host, "meminfo")),
-        OverlayNode("proc/cpuinfo", views.cpuinfo, host_proc(host, "cpuinfo")),
-        OverlayNode("proc/swaps", views.swaps, host_proc(host, "swaps")),
+        OverlayNode("proc/meminfo", views.meminfo, host.proc_file("meminfo")),
+        OverlayNode("proc/cpuinfo", views.cpuinfo, host.proc_file("cpuinfo")),
+        OverlayNode("proc/swaps", views.swaps, host.proc_file("swaps")),
         *(
-            OverlayNode(f"{CPU_DIR}/{name}", views.cpulist, host_sys(host, f"{CPU_DIR[4:]}/{name}"))
+            OverlayNode(f"{CPU_DIR}/{name}", views.cpulist, host.sys_file(f"{CPU_DIR[4:]}/{name}"))
             for name in ("online", "possible", "present")
         ),
     ]
@@ -50,9 +39,9 @@ def time_nodes(s: Services) -> list[FileNode]:
     t = TimeViews(s.host, s.views, tracker=s.keep("loadavg", first_tracker))
     host = s.host
     return [
-        OverlayNode("proc/stat", t.stat, host_proc(host, "stat")),
-        OverlayNode("proc/uptime", t.uptime, host_proc(host, "uptime")),
-        OverlayNode("proc/loadavg", t.loadavg, host_proc(host, "loadavg")),
+        OverlayNode("proc/stat", t.stat, host.proc_file("stat")),
+        OverlayNode("proc/uptime", t.uptime, host.proc_file("uptime")),
+        OverlayNode("proc/loadavg", t.loadavg, host.proc_file("loadavg")),
     ]
 
 

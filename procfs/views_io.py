@@ -35,9 +35,6 @@ class IoViews:
     def __init__(self, host: HostProc) -> None:
         self.host = host
 
-    def host_file(self, name: str) -> Callable[[], bytes]:
-        return lambda: self.host.text(name).encode()
-
     def device_name(self, dev: Device) -> str | None:
         """A device missing from the host's diskstats, by its sysfs uevent (None: gone)."""
         text = read_optional(os.path.join(self.host.sys_root, "dev/block", f"{dev[0]}:{dev[1]}",
@@ -96,12 +93,13 @@ def io_nodes(s: Services) -> list[FileNode]:
     """proc/diskstats, proc/pressure/* (where the host has PSI) and proc/slabinfo."""
     v = IoViews(s.host)
     nodes: list[FileNode] = [
-        OverlayNode("proc/diskstats", v.diskstats, v.host_file("diskstats")),
-        OverlayNode("proc/slabinfo", v.slabinfo, v.host_file("slabinfo"), mode=0o400),
+        OverlayNode("proc/diskstats", v.diskstats, v.host.proc_file("diskstats")),
+        OverlayNode("proc/slabinfo", v.slabinfo, v.host.proc_file("slabinfo"), mode=0o400),
     ]
     if os.path.isdir(s.host.path("pressure")):
         nodes += [
-            OverlayNode(f"proc/pressure/{kind}", v.pressure(kind), v.host_file(f"pressure/{kind}"))
+            OverlayNode(f"proc/pressure/{kind}", v.pressure(kind),
+                        v.host.proc_file(f"pressure/{kind}"))
             for kind in PRESSURE_KINDS
         ]
     return nodes

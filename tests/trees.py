@@ -57,6 +57,16 @@ def cpuinfo(n: int) -> str:
     return "\n".join(blocks) + "\n"
 
 
+class ManualClock:
+    """A clock the test moves by hand (`clock.now += 2`)."""
+
+    def __init__(self, now: float = 0.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def write(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)

@@ -197,8 +197,8 @@ def test_new_code_and_failing_renderers(state_dir: Path, tmp_path: Path) -> None
     old code still serves), then the original code again."""
     code = _copy_code(tmp_path / "code")
     meminfo_py = code / "overlays" / "meminfo.py"
-    registry_py = code / "procfs" / "registry.py"
-    original = {p: p.read_text() for p in (meminfo_py, registry_py, code / "overlays/swaps.py")}
+    hostproc_py = code / "procfs" / "hostproc.py"
+    original = {p: p.read_text() for p in (meminfo_py, hostproc_py, code / "overlays/swaps.py")}
     host_total = int(Path("/proc/meminfo").read_text().split()[1])
 
     def reload() -> subprocess.CompletedProcess[str]:
@@ -220,7 +220,7 @@ def test_new_code_and_failing_renderers(state_dir: Path, tmp_path: Path) -> None
         assert "injected fault" in srv.log() and "serving the host's file" in srv.log()
         assert sb.sh("cat /sys/devices/system/cpu/online").strip()  # the rest serves
 
-        _edit(registry_py, "return lambda: host.text(name).encode()",
+        _edit(hostproc_py, "return lambda: self.text(name).encode()",
               "return lambda: (_ for _ in ()).throw(RuntimeError('host fault ' + name))")
         assert reload().returncode == 0
         out = sb.run(["cat", "/proc/meminfo"], check=False)

@@ -249,7 +249,8 @@ async def test_garbled_pressure_is_answered_with_the_hosts_file(tmp_path: Path,
                                                                host: HostProc) -> None:
     layout, _ = v2_tree(tmp_path)
     views = IoViews(host)
-    node = OverlayNode("proc/pressure/io", views.pressure("io"), views.host_file("pressure/io"))
+    node = OverlayNode("proc/pressure/io", views.pressure("io"),
+                       views.host.proc_file("pressure/io"))
     c = container(layout, v2="/kubepods/pod1")
     f = await node.open(Caller(4242, 0, 0, c), os.O_RDONLY)
     assert await f.read(0, 4096) == HOST_PSI.replace("456", "io").encode()

@@ -13,22 +13,14 @@ from procfs.fs import ProcFS
 from procfs.registry import all_nodes
 from procfs.rendercache import RenderCache
 from procfs.services import Config, Services
-from tests.trees import HOST_PIDNS, FakeHost, v2_cgroup
+from tests.trees import HOST_PIDNS, FakeHost, ManualClock, v2_cgroup
 from tests.unit.test_fs_ops import Ctx, cat, inode_of
 
 MIB = 1 << 20
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
-def cached(tmp_path: Path) -> tuple[Path, ProcFS, Clock]:
+def cached(tmp_path: Path) -> tuple[Path, ProcFS, ManualClock]:
     host = FakeHost(tmp_path, ncpus=4)
     cg = tmp_path / "cgroup"
     for name, mem in (("a", 256), ("b", 512)):
@@ -37,7 +29,7 @@ def cached(tmp_path: Path) -> tuple[Path, ProcFS, Clock]:
     host.add_process(1, ppid=0, pidns=HOST_PIDNS, nspid=(1,))
     host.add_process(50, ppid=1, pidns=4026532100, nspid=(50, 1), cgroup="0::/a\n")
     host.add_process(60, ppid=1, pidns=4026532200, nspid=(60, 1), cgroup="0::/b\n")
-    clock = Clock()
+    clock = ManualClock(100.0)
     services = Services.build(Config(proc_root=str(host.proc), sys_root=str(host.sys),
                                      cgroup_root=str(cg)), clock=clock)
     ops = ProcFS(all_nodes(services), services.resolver, RenderCache(0.01, clock=clock))
@@ -49,7 +41,7 @@ def total(text: bytes) -> int:
 
 
 async def test_reused_within_ttl_then_rendered_again(
-        cached: tuple[Path, ProcFS, Clock]) -> None:
+        cached: tuple[Path, ProcFS, ManualClock]) -> None:
     cg, ops, clock = cached
     assert total(await cat(ops, "proc/meminfo", 50)) == 256 * 1024
     (cg / "a/memory.max").write_text(f"{128 * MIB}\n")
@@ -60,7 +52,7 @@ async def test_reused_within_ttl_then_rendered_again(
 
 
 async def test_never_shared_between_containers_or_with_the_host(
-        cached: tuple[Path, ProcFS, Clock]) -> None:
+        cached: tuple[Path, ProcFS, ManualClock]) -> None:
     _, ops, _ = cached
     assert total(await cat(ops, "proc/meminfo", 50)) == 256 * 1024
     assert total(await cat(ops, "proc/meminfo", 60)) == 512 * 1024
@@ -69,7 +61,7 @@ async def test_never_shared_between_containers_or_with_the_host(
     assert ops.cache is not None and ops.cache.hits == 1
 
 
-async def test_writes_still_refused(cached: tuple[Path, ProcFS, Clock]) -> None:
+async def test_writes_still_refused(cached: tuple[Path, ProcFS, ManualClock]) -> None:
     _, ops, _ = cached
     await cat(ops, "proc/meminfo", 50)
     with pytest.raises(pyfuse3.FUSEError) as e:
@@ -87,7 +79,7 @@ def test_bounded_in_bytes() -> None:
 
 
 async def test_rewind_renders_again_once_the_bound_passed(
-        cached: tuple[Path, ProcFS, Clock]) -> None:
+        cached: tuple[Path, ProcFS, ManualClock]) -> None:
     cg, ops, clock = cached
     info = await ops.open(inode_of(ops, "proc/meminfo"), os.O_RDONLY, Ctx(50))
     assert total(await ops.read(info.fh, 0, 1 << 16)) == 256 * 1024

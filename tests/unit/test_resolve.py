@@ -10,17 +10,9 @@ from procfs.cgroup_layout import CgroupLayout
 from procfs.errors import ProcessGone
 from procfs.hostproc import HostProc
 from procfs.resolve import Resolver
-from tests.trees import HOST_PIDNS, FakeHost
+from tests.trees import HOST_PIDNS, FakeHost, ManualClock
 
 NS_A, NS_B = 4026532001, 4026532002
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -35,9 +27,9 @@ def host(tmp_path: Path) -> FakeHost:
     return h
 
 
-def resolver(h: FakeHost, clock: Clock | None = None) -> Resolver:
+def resolver(h: FakeHost, clock: ManualClock | None = None) -> Resolver:
     layout = CgroupLayout.from_mounts([])
-    return Resolver(HostProc(str(h.proc), str(h.sys)), layout, clock=clock or Clock())
+    return Resolver(HostProc(str(h.proc), str(h.sys)), layout, clock=clock or ManualClock())
 
 
 def test_host_process_is_the_host(host: FakeHost) -> None:
@@ -86,7 +78,7 @@ def test_namespace_inode_reused_after_init_died(host: FakeHost) -> None:
 
 
 def test_cgroup_move_seen_after_ttl(host: FakeHost) -> None:
-    clock = Clock()
+    clock = ManualClock()
     r = resolver(host, clock)
     assert r.resolve(200).cgroups.paths.v2 == "/a"  # type: ignore[union-attr]
     (host.proc / "200/cgroup").write_text("0::/moved\n")
