@@ -52,8 +52,12 @@ def main(argv: list[str] | None = None) -> int:
     options = {"ns": o.ns, "reads": o.reads, "tput_seconds": o.tput_seconds,
                "readers": list(o.concurrency), "tput_at": o.tput_at, "procfs_args": o.procfs_args}
     results = Results(files=[], skipped=[], options=options, machine=machine())
-    with sigterm_as_interrupt():
-        Bench(o).run(results)
+    try:
+        with sigterm_as_interrupt():
+            Bench(o).run(results)
+    except RuntimeError as e:  # a daemon that cannot be had or started: one line, not a trace
+        print(f"benchmarks: {e}", file=sys.stderr)
+        return 2
     table = write(results, o.out)
     print(table.read_text())
     print(f"written: {table}", file=sys.stderr)

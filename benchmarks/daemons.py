@@ -36,17 +36,21 @@ def rss_bytes(pid: int) -> int:
     return 0
 
 
+NO_LXCFS = "lxcfs is not installed and could not be installed"
+
+
 def ensure_lxcfs() -> str:
     """The lxcfs binary; installs the Debian package when it is missing."""
     path = shutil.which("lxcfs")
     if path is None:
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "lxcfs"],
-                       check=True, env=env)
+        for argv in (["apt-get", "update", "-qq"],
+                     ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "lxcfs"]):
+            with contextlib.suppress(OSError):
+                subprocess.run(argv, check=False, env=env)
         path = shutil.which("lxcfs")
     if path is None:
-        raise RuntimeError("lxcfs is not installed and could not be installed")
+        raise RuntimeError(NO_LXCFS)
     return path
 
 

@@ -41,6 +41,19 @@ def _read(path: str) -> str:
         return f.read().strip()
 
 
+V2_WANTED = ("cpu", "cpuset", "memory", "io", "pids")
+
+
+def _enable_controllers(d: str) -> None:
+    """Enable for the children of v2 cgroup `d` the controllers our limits need, where `d`
+    has them and has not enabled them yet (a host without systemd leaves the root bare)."""
+    have = set(_read(os.path.join(d, "cgroup.controllers")).split())
+    on = set(_read(os.path.join(d, "cgroup.subtree_control")).split())
+    missing = [c for c in V2_WANTED if c in have and c not in on]
+    if missing:
+        _write(os.path.join(d, "cgroup.subtree_control"), " ".join("+" + c for c in missing))
+
+
 @dataclass
 class Limits:
     memory: int | None = None  # bytes
@@ -70,13 +83,12 @@ class Cgroup:
         limits = limits or Limits()
         if self.v2:
             assert self.layout.v2 is not None
-            top = self.parent.dirs["unified"] if self.parent else self.layout.v2.mountpoint
+            top = self.parent._delegate() if self.parent else self.layout.v2.mountpoint
+            if self.parent is None:
+                _enable_controllers(top)
             d = os.path.join(top, self.name)
             os.mkdir(d)
             self.dirs["unified"] = d
-            wanted = [c for c in ("cpu", "cpuset", "memory", "io", "pids")
-                      if c in self.layout.v2_controllers]
-            _write(os.path.join(d, "cgroup.subtree_control"), " ".join("+" + c for c in wanted))
         else:
             for ctrl in V1_CONTROLLERS:
                 mount = self.layout.v1.get(ctrl)
@@ -92,6 +104,33 @@ class Cgroup:
             self._create_hybrid_unified()
         self.apply(limits)
         return self
+
+    def _delegate(self) -> str:
+        """Make room for a child cgroup with controllers of its own (v2): a cgroup with
+        controllers enabled for its children may hold no processes, so ours move to a leaf
+        `init.scope`, as systemd inside a container does (procfs drops that leaf when it
+        resolves a container)."""
+        d = self.dirs["unified"]
+        leaf = os.path.join(d, "init.scope")
+        if "init.scope" not in self.dirs:
+            os.mkdir(leaf)
+            self.dirs["init.scope"] = leaf
+            for pid in _read(os.path.join(d, "cgroup.procs")).split():
+                with contextlib.suppress(ProcessLookupError):  # exited meanwhile
+                    _write(os.path.join(leaf, "cgroup.procs"), pid)
+            _enable_controllers(d)
+        return d
+
+    def _leaf(self) -> str:
+        """Where this cgroup's own processes go (v2: init.scope once it has children)."""
+        return self.dirs.get("init.scope") or self.dirs["unified"]
+
+    def cpu_usage_ns(self) -> int:
+        """CPU time used by the cgroup's tasks, in ns (v1 cpuacct.usage, v2 cpu.stat)."""
+        if not self.v2:
+            return int(_read(self.file("cpuacct", "cpuacct.usage")))
+        stat = dict(line.split() for line in _read(self.file("cpu", "cpu.stat")).splitlines())
+        return int(stat["usage_usec"]) * 1000
 
     def _create_hybrid_unified(self) -> None:
         """On a hybrid host, a directory of our own in the controller-less v2 hierarchy too:
@@ -142,11 +181,12 @@ class Cgroup:
                 _write(self.file("blkio", "blkio.throttle.write_bps_device"), f"{dev} {bps}")
 
     def add(self, pid: int) -> None:
-        for d in dict.fromkeys(self.dirs.values()):
+        dirs = [self._leaf()] if self.v2 else dict.fromkeys(self.dirs.values())
+        for d in dirs:
             _write(os.path.join(d, "cgroup.procs"), str(pid))
 
     def procs(self) -> list[int]:
-        d = next(iter(self.dirs.values()))
+        d = self._leaf() if self.v2 else next(iter(self.dirs.values()))
         return [int(x) for x in _read(os.path.join(d, "cgroup.procs")).split()]
 
     def remove(self, timeout: float = 5.0) -> None:

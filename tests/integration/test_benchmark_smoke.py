@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.daemons import NO_LXCFS
+
 pytestmark = pytest.mark.slow
 
 
@@ -28,6 +30,8 @@ def test_quick_benchmark_writes_the_table(tmp_path: Path) -> None:
          "--seconds", "0.1", "--readers", "2,4", "--out", str(tmp_path)],
         capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[2],
     )
+    if out.returncode != 0 and NO_LXCFS in out.stderr:  # an offline machine without it
+        pytest.skip(NO_LXCFS)
     assert out.returncode == 0, out.stderr[-3000:]
     table = (tmp_path / "results.md").read_text()
     for header in ("| file | procfs p50 | procfs p99 | LXCFS p50 | LXCFS p99 | floor p50 "

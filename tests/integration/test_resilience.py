@@ -168,8 +168,13 @@ def test_kill9_then_restart_repairs_attached(state_dir: Path) -> None:
             out = sb.run(["grep", "-c", "^processor", "/proc/cpuinfo"], check=False)
             assert out.returncode == 0, out.stderr + second.log()
             assert mem_total(sb) == mib * 1024
-        lines = [json.loads(line[line.index("{"):])
-                 for line in second.log().splitlines() if "reattach: {" in line]
+        # the repair's report is logged when its child process has exited, which can be
+        # a little after the mounts it replaced answer
+        lines = []
+        while len(lines) < len(boxes) and time.monotonic() - t0 < 10.0:
+            lines = [json.loads(line[line.index("{"):])
+                     for line in second.log().splitlines() if "reattach: {" in line]
+            time.sleep(0.05)
         assert sorted(r["pid"] for r in lines) == sorted(sb.pid for sb in boxes.values())
         assert all(sorted(r["replaced"]) == files for r in lines)  # and the vanished skipped
         assert [a.pid for a in StateFile().load()] == [sb.pid for sb in boxes.values()]
