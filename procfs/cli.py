@@ -13,6 +13,7 @@ import trio
 
 from procfs.cgroup_cpu import CpuViewMode
 from procfs.control import DEFAULT_DIR as DEFAULT_CONTROL_DIR
+from procfs.fusectl import DEFAULT_MAX_BACKGROUND
 from procfs.rendercache import DEFAULT_TTL
 from procfs.runtime import ServerRecord
 
@@ -31,6 +32,7 @@ def _serve(args: argparse.Namespace) -> int:
         cpu_view=CpuViewMode(args.cpu_view),
         fuse_debug=args.fuse_debug,
         cache_ttl=args.cache_ttl,
+        max_background=args.max_background,
         control_dir=args.control_dir,
         kmsg=kmsg,
     )
@@ -108,6 +110,20 @@ def _kmsg(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stats(args: argparse.Namespace) -> int:
+    import json
+
+    from procfs.control import ControlError, request, socket_path
+
+    try:
+        result = request(socket_path(args.mountpoint, args.control_dir), "stats")
+    except ControlError as e:
+        print(f"procfs stats: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps(result, indent=1))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="procfs", description=__doc__)
     p.add_argument("-v", "--verbose", action="count", default=0, help="more log lines")
@@ -124,6 +140,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--cache-ttl", type=float, default=DEFAULT_TTL, metavar="SECONDS",
                    help="reuse a file rendered for a container for this long "
                         "(default %(default)s; 0: render every open)")
+    s.add_argument("--max-background", type=int, default=DEFAULT_MAX_BACKGROUND, metavar="N",
+                   help="FUSE requests (releases) the kernel may have outstanding in the "
+                        "background (default %(default)s; the kernel's 12 lets releases pile "
+                        "up under load; 0: leave it)")
     s.add_argument("--fuse-debug", action="store_true", help="libfuse's request log")
     s.add_argument("--kmsg-ring-size", type=int, default=256 << 10, metavar="BYTES",
                    help="each container's kernel log ring (default %(default)s)")
@@ -139,6 +159,10 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--mount", default=None, help="the server of this mountpoint (default: all)")
     r.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for each")
     r.set_defaults(func=_reload)
+    st = sub.add_parser("stats", help="what a running server holds: open files, requests")
+    st.add_argument("mountpoint", help="the server's mountpoint")
+    st.add_argument("--control-dir", default=DEFAULT_CONTROL_DIR)
+    st.set_defaults(func=_stats)
     k = sub.add_parser("kmsg", help="the containers' kernel logs of a running server")
     k.add_argument("mountpoint", help="the server's mountpoint")
     k.add_argument("--control-dir", default=DEFAULT_CONTROL_DIR)

@@ -53,6 +53,17 @@ def move_mount(tree_fd: int, target: str) -> None:
     _check(int(r), "move_mount", target)
 
 
+def mount(source: str, target: str, fstype: str | None, flags: int) -> None:
+    """mount(2) without data."""
+    fs = os.fsencode(fstype) if fstype is not None else None
+    r = _libc.mount(os.fsencode(source), os.fsencode(target), fs, ctypes.c_ulong(flags), None)
+    _check(r, "mount", target)
+
+
+def unshare(flags: int) -> None:
+    _check(_libc.unshare(ctypes.c_int(flags)), "unshare")
+
+
 def umount(target: str) -> None:
     """Lazily unmount the topmost mount at `target`."""
     _check(_libc.umount2(os.fsencode(target), MNT_DETACH), "umount", target)

@@ -37,7 +37,7 @@ PACKAGES = ("procfs", "overlays")
 KEEP = frozenset({
     "procfs", "procfs.__main__", "procfs.errors", "procfs.fs", "procfs.server",
     "procfs.services", "procfs.resolve", "procfs.reload", "procfs.runtime", "procfs.cli",
-    "procfs.sandbox", "procfs.reattach", "procfs.control", "procfs.state",
+    "procfs.sandbox", "procfs.reattach", "procfs.control", "procfs.state", "procfs.fusectl",
 })
 
 

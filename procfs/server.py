@@ -16,6 +16,7 @@ import pyfuse3
 import trio
 
 from procfs.fs import ProcFS
+from procfs.fusectl import tune_connection
 from procfs.reattach import repair_attached
 from procfs.registry import all_nodes
 from procfs.reload import ReloadError, reload_code
@@ -142,6 +143,7 @@ async def serve(config: Config) -> None:
     check_mountpoint(config.mountpoint)
     services = Services.build(config)
     ops = ProcFS(all_nodes(services), services.resolver, services.render_cache)
+    services.control.register("stats", ops.stats, "open files and requests in progress")
     record = ServerRecord.mine(config.mountpoint, services.host)
     try:
         async with trio.open_nursery() as nursery:
@@ -153,6 +155,7 @@ async def serve(config: Config) -> None:
                 record.save()
                 nursery.start_soon(_watch_signals, nursery.cancel_scope, ops, services, record)
                 nursery.start_soon(repair_attached, record.mountpoint)
+                nursery.start_soon(tune_connection, config.mountpoint, config.max_background)
                 sd_notify("READY=1")
                 await pyfuse3.main()
                 log.info("the FUSE session ended")

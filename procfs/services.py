@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from procfs.cgroup_cpu import CpuViewMode
 from procfs.cgroup_layout import CgroupLayout
 from procfs.control import DEFAULT_DIR, Control, socket_path
+from procfs.fusectl import DEFAULT_MAX_BACKGROUND
 from procfs.hostproc import HostProc
 from procfs.kmsg.service import KmsgConfig, KmsgService
 from procfs.kmsg.setup import setup as setup_kmsg
@@ -35,6 +36,7 @@ class Config:
     cpu_view: CpuViewMode = CpuViewMode.QUOTA
     fuse_debug: bool = False
     cache_ttl: float = DEFAULT_TTL  # seconds a rendering is reused for one container; 0: never
+    max_background: int = DEFAULT_MAX_BACKGROUND  # the connection's; 0: the kernel's default
     control_dir: str = DEFAULT_DIR
     kmsg: KmsgConfig = field(default_factory=KmsgConfig)
 

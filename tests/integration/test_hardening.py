@@ -21,7 +21,9 @@ from pathlib import Path
 
 import pytest
 
+from procfs.control import request, socket_path
 from procfs.fs import MAX_OPEN_PER_CONTAINER
+from procfs.fusectl import DEFAULT_MAX_BACKGROUND, connection_id
 from procfs.sandbox import Limits, Server, container, served_paths
 
 MIB = 1 << 20
@@ -180,9 +182,11 @@ def test_soak(own_server: Server, tmp_path: Path) -> None:
         stack.callback(lambda: (stop.touch(), thread.join(60)))
         t0 = time.monotonic()
         samples: list[tuple[float, int]] = []
+        held: list[int] = []  # open files the server holds
         reloads = []
         while (now := time.monotonic() - t0) < seconds:
             samples.append((now, rss_kib(server_pid)))
+            held.append(server_stats(mount)["open_files"])
             if len(reloads) < 2 and now > seconds * (len(reloads) + 1) / 3:
                 done = subprocess.run([sys.executable, "-m", "procfs", "reload", "--mount", mount],
                                       capture_output=True, text=True, timeout=60, check=False)
@@ -198,8 +202,56 @@ def test_soak(own_server: Server, tmp_path: Path) -> None:
     second_half = [kib for t, kib in samples if t >= seconds / 2]
     middle = statistics.median(second_half)
     assert all(abs(kib - middle) <= 0.10 * middle for kib in second_half), second_half
+    assert max(held) <= 2 * count + 8, held  # releases keep up: no queue of them builds
     log = own_server.log()
     assert "Traceback" not in log and " ERROR " not in log, log[-3000:]
     total = sum(r["reads"] for r in results)
     print(f"soak: {seconds:.0f} s, {count} readers, {total} reads, {len(churned)} containers "
-          f"created and destroyed, RSS {min(second_half)}-{max(second_half)} kB, 0 errors")
+          f"created and destroyed, RSS {min(second_half)}-{max(second_half)} kB, "
+          f"at most {max(held)} open files held, 0 errors")
+
+
+def server_stats(mount: str) -> dict[str, int]:
+    stats: dict[str, int] = request(socket_path(mount), "stats")
+    return stats
+
+
+def connection_limit(mount: str) -> int:
+    """The connection's max_background, read through a fusectl mount in a namespace of our own."""
+    conn = connection_id(mount)
+    script = ("d=$(mktemp -d) && mount -t fusectl fusectl $d && "
+              f"cat $d/{conn}/max_background; umount $d; rmdir $d")
+    out = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+                         capture_output=True, text=True, timeout=10, check=True)
+    return int(out.stdout.split()[0])
+
+
+def test_releases_keep_up_with_many_readers(own_server: Server, tmp_path: Path) -> None:
+    """100 containers open and close at full speed. The kernel sends each close as a background
+    FUSE_RELEASE; with its default of 12 outstanding they queued without bound (and the server
+    held every rendering meanwhile). The server raises the limit: what it holds stays about one
+    open file per reader."""
+    mount = own_server.mountpoint
+    deadline = time.monotonic() + 5
+    while connection_limit(mount) != DEFAULT_MAX_BACKGROUND and time.monotonic() < deadline:
+        time.sleep(0.05)  # tuned by a child process just after the mount
+    assert connection_limit(mount) == DEFAULT_MAX_BACKGROUND, own_server.log()[-2000:]
+    count, stop = 100, tmp_path / "stop"
+    with ExitStack() as stack:
+        readers = []
+        for i in range(count):
+            sb = stack.enter_context(container(mount, Limits(memory=(64 + i) * MIB)))
+            p = sb.popen(["python3", "-c", ALL_READER, str(stop), "/proc/meminfo",
+                          "/proc/cpuinfo", "/proc/stat"], stdout=subprocess.PIPE)
+            readers.append(p)
+            stack.callback(lambda p=p: p.poll() is None and p.kill())
+        stack.callback(stop.touch)
+        held = []
+        for _ in range(12):
+            time.sleep(0.5)
+            held.append(server_stats(mount)["open_files"])
+        stop.touch()
+        results = [json.loads(p.communicate(timeout=60)[0]) for p in readers]
+    assert all(r["reads"] > 0 and r["errors"] == 0 for r in results), results[:3]
+    assert max(held) <= 2 * count, held
+    print(f"{count} readers, {sum(r['reads'] for r in results)} reads: open files held {held}")
