@@ -9,7 +9,8 @@ readers say None and the caller falls back to the host's counters.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Hashable, MutableMapping
+from dataclasses import dataclass, replace
 
 from procfs.cgroup_layout import CgroupDirs
 from procfs.errors import ProcfsError
@@ -187,15 +188,30 @@ def list_tasks(directory: str, listing: str) -> list[int]:
     return [t for t in tids[:MAX_TASKS] if t > 0]
 
 
-def count_tasks(host: HostProc, dirs: CgroupDirs, level: int,
-                waits: bool = True) -> TaskCount | None:
+def count_tasks(host: HostProc, dirs: CgroupDirs, level: int, waits: bool = True,
+                states: MutableMapping[Hashable, TaskCount] | None = None,
+                key: Hashable = None) -> TaskCount | None:
     """Count the container's threads by state. `level` is the depth of its pid namespace (the
     length of its init's NSpid line): a task's pid in that namespace is its NSpid[level - 1].
-    None when the container has no cgroup of its own to list its tasks from."""
+    None when the container has no cgroup of its own to list its tasks from.
+
+    With `states` (a short-lived cache) the counts by state may come from it under `key`; the
+    newest pid is always looked up afresh (a shell's `cat /proc/loadavg` expects its own)."""
     where = tasks_dir(dirs)
     if where is None:
         return None
     tids = list_tasks(*where)
+    counted = states.get(key) if states is not None else None
+    if counted is None:
+        counted = task_states(host, tids, waits)
+        if states is not None:
+            states[key] = counted
+    return replace(counted, newest_pid=newest_pid(host, tids, level))
+
+
+def task_states(host: HostProc, tids: list[int], waits: bool) -> TaskCount:
+    """`tids` counted by state (newest_pid left 0): one /proc/TID/stat (and with `waits` one
+    schedstat) read per task, the expensive part of /proc/stat and /proc/loadavg."""
     running = blocked = total = waited = 0
     for tid in tids:
         try:
@@ -207,7 +223,7 @@ def count_tasks(host: HostProc, dirs: CgroupDirs, level: int,
         blocked += state == "D"
         if waits:  # /proc/stat's steal wants them; the load sampler does not
             waited += run_delay(host, tid)
-    return TaskCount(running, blocked, total, newest_pid(host, tids, level), waited)
+    return TaskCount(running, blocked, total, 0, waited)
 
 
 def run_delay(host: HostProc, tid: int) -> int:

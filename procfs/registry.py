@@ -11,7 +11,7 @@ from procfs.loadavg import LoadTracker
 from procfs.nodes import FileNode, OverlayNode
 from procfs.services import Services
 from procfs.views_io import io_nodes
-from procfs.views_time import TimeViews
+from procfs.views_time import TASK_STATES_TTL, TimeViews
 
 CPU_DIR = "sys/devices/system/cpu"
 
@@ -36,7 +36,8 @@ def time_nodes(s: Services) -> list[FileNode]:
         s.background.append(tracker.run)
         return tracker
 
-    t = TimeViews(s.host, s.views, tracker=s.keep("loadavg", first_tracker))
+    t = TimeViews(s.host, s.views, tracker=s.keep("loadavg", first_tracker),
+                  task_ttl=TASK_STATES_TTL, clock=s.clock)
     host = s.host
     return [
         OverlayNode("proc/stat", t.stat, host.proc_file("stat")),

@@ -12,8 +12,10 @@ from __future__ import annotations
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import TypeVar
+
+from cachetools import TTLCache
 
 from overlays import loadavg, stat, uptime
 from overlays.stat import CpuTimes, host_cpu_lines
@@ -25,6 +27,10 @@ from procfs.resolve import Container
 from procfs.views import Views
 
 Key = tuple[int, int, int]
+# How long counts of a container's tasks by state are reused (procs_running/procs_blocked and
+# steal in stat, running/total in loadavg); the kernel's are instantaneous, LXCFS's loadavg
+# counts are up to 5 s old.
+TASK_STATES_TTL = 0.5
 V = TypeVar("V")
 
 
@@ -80,6 +86,8 @@ class TimeViews:
         realtime: Callable[[], float] = time.time,
         hz: int | None = None,
         tracker: LoadTracker | None = None,
+        task_ttl: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.host = host
         self.views = views
@@ -89,6 +97,10 @@ class TimeViews:
         # not `tracker or ...`: an empty tracker has len() 0 and is falsy
         self.loads = tracker if tracker is not None else LoadTracker(self.count_tasks)
         self._last = _LastValues()
+        # Counts of the container's tasks by state, reused for `task_ttl` s: they cost a read of
+        # every task's stat (and schedstat), the bulk of rendering stat and loadavg.
+        self._states: TTLCache[Hashable, TaskCount] | None = (
+            TTLCache(maxsize=4096, ttl=task_ttl, timer=clock) if task_ttl > 0 else None)
 
     # Readers.
 
@@ -106,7 +118,7 @@ class TimeViews:
             level = len(self.host.status(c.reaper).nspid)
         except ProcfsError:  # the init exited: its namespace (and every task in it) is ending
             level = 0
-        return count_tasks(self.host, c.cgroups, level, waits)
+        return count_tasks(self.host, c.cgroups, level, waits, self._states, (c.key, waits))
 
     def cpu_times(self, c: Container, up: float, usage: CpuUsage | None,
                   waited_ns: int = 0) -> tuple[CpuTimes, ...]:

@@ -21,7 +21,7 @@ from procfs.registry import all_nodes
 from procfs.resolve import Container
 from procfs.services import Config, Services
 from procfs.views_time import TimeViews, container_uptime
-from tests.trees import HOST_PIDNS, FakeHost, v1_cgroup, v2_cgroup
+from tests.trees import HOST_PIDNS, FakeHost, ManualClock, v1_cgroup, v2_cgroup
 
 NS_BOX = 4026532300
 HOST_STAT = "".join(
@@ -345,3 +345,27 @@ async def test_a_rewound_read_renders_afresh_like_top_does(tmp_path: Path) -> No
 def cpu_rows_of(text: str) -> dict[str, list[int]]:
     return {x.split()[0]: [int(v) for v in x.split()[1:]] for x in text.splitlines()
             if x.startswith("cpu")}
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_task_states_are_reused_briefly_but_the_newest_pid_is_fresh(tmp_path: Path,
+                                                                    version: int) -> None:
+    w = make_world(tmp_path, version)
+    clock = ManualClock(100.0)
+    t = TimeViews(w.services.host, w.services.views, boottime=lambda: 1000.0,
+                  realtime=lambda: 1_800_000_000.0, hz=100, task_ttl=0.5, clock=clock)
+    c = w.container()
+    assert b"\nprocs_running 1\n" in t.stat(c)
+    # 52 wakes up and a new task 53 appears in the container's cgroup
+    w.host.add_process(52, ppid=50, pidns=NS_BOX, nspid=(52, 3), state="R")
+    w.host.add_process(53, ppid=50, pidns=NS_BOX, nspid=(53, 7), state="R")
+    threads = "cgroup.threads" if version == 2 else "tasks"
+    for d in {w.box, w.cg / "cpuset/box"} if version == 1 else {w.box}:
+        (d / threads).write_text("50\n51\n52\n53\n")
+    clock.now += 0.4
+    text = t.stat(c).decode()
+    assert "\nprocs_running 1\n" in text  # counts by state: from 0.4 s ago
+    counted = t.count_tasks(c)
+    assert counted is not None and counted.newest_pid == 7  # the newest pid: now
+    clock.now += 0.2
+    assert b"\nprocs_running 3\n" in t.stat(c)  # past the 0.5 s bound: counted again
