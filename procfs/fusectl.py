@@ -25,13 +25,11 @@ import tempfile
 import trio
 
 from procfs.mountinfo import parse_mountinfo
-from procfs.nsmount import CLONE_NEWNS, mount, umount, unshare
+from procfs.nsmount import CLONE_NEWNS, MS_PRIVATE, MS_REC, mount, umount, unshare
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BACKGROUND = 1024
-MS_REC = 0x4000
-MS_PRIVATE = 1 << 18
 
 
 def connection_id(mountpoint: str) -> str:

@@ -21,6 +21,8 @@ MOVE_MOUNT_F_EMPTY_PATH = 0x4
 AT_FDCWD = -100
 CLONE_NEWNS = 0x00020000
 MNT_DETACH = 2
+MS_REC = 0x4000
+MS_PRIVATE = 1 << 18
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
