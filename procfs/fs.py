@@ -290,6 +290,7 @@ class ProcFS(pyfuse3.Operations):
     async def stats(self, args: dict[str, Any]) -> dict[str, Any]:
         """The control command `stats`: what the server holds now (a queue of unsent releases
         shows as open files far above the readers' count)."""
-        return {"open_files": len(self._handles), "containers_with_open_files": len(self._open),
+        return {"open_files": self.open_handles(),
+                "containers_with_open_files": len(self._open),
                 "most_open_by_one_container": max(self._open.values(), default=0),
                 "requests_in_progress": sum(self._busy.values())}

@@ -137,6 +137,19 @@ print(json.dumps({"reads": reads, "errors": errors, "empty": empty, "notes": not
 """
 
 
+def start_readers(stack: ExitStack, mount: str, count: int, stop: Path,
+                  files: list[str]) -> list[subprocess.Popen[str]]:
+    """`count` containers (64, 65, ... MiB), each running ALL_READER over `files` until `stop`
+    exists; containers and readers are ended by `stack`."""
+    readers = []
+    for i in range(count):
+        sb = stack.enter_context(container(mount, Limits(memory=(64 + i) * MIB)))
+        p = sb.popen(["python3", "-c", ALL_READER, str(stop), *files], stdout=subprocess.PIPE)
+        readers.append(p)
+        stack.callback(lambda p=p: p.poll() is None and p.kill())
+    return readers
+
+
 def rss_kib(pid: int) -> int:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -170,13 +183,7 @@ def test_soak(own_server: Server, tmp_path: Path) -> None:
                 churn_errors.append(repr(e))
 
     with ExitStack() as stack:
-        readers = []
-        for i in range(count):
-            sb = stack.enter_context(container(mount, Limits(memory=(64 + i) * MIB)))
-            p = sb.popen(["python3", "-c", ALL_READER, str(stop), *files],
-                         stdout=subprocess.PIPE)
-            readers.append(p)
-            stack.callback(lambda p=p: p.poll() is None and p.kill())
+        readers = start_readers(stack, mount, count, stop, files)
         thread = threading.Thread(target=churn, daemon=True)
         thread.start()
         stack.callback(lambda: (stop.touch(), thread.join(60)))
@@ -238,13 +245,8 @@ def test_releases_keep_up_with_many_readers(own_server: Server, tmp_path: Path) 
     assert connection_limit(mount) == DEFAULT_MAX_BACKGROUND, own_server.log()[-2000:]
     count, stop = 100, tmp_path / "stop"
     with ExitStack() as stack:
-        readers = []
-        for i in range(count):
-            sb = stack.enter_context(container(mount, Limits(memory=(64 + i) * MIB)))
-            p = sb.popen(["python3", "-c", ALL_READER, str(stop), "/proc/meminfo",
-                          "/proc/cpuinfo", "/proc/stat"], stdout=subprocess.PIPE)
-            readers.append(p)
-            stack.callback(lambda p=p: p.poll() is None and p.kill())
+        readers = start_readers(stack, mount, count, stop,
+                                ["/proc/meminfo", "/proc/cpuinfo", "/proc/stat"])
         stack.callback(stop.touch)
         held = []
         for _ in range(12):
