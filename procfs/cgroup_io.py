@@ -9,7 +9,8 @@ versions, include the container's sub-cgroups (v2 `io.stat` is recursive; on v1 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 
 from overlays.diskstats import DiskCounters
 from procfs.cgroup_layout import CgroupDirs
@@ -83,11 +84,38 @@ def _op(stat: RwStat, dev: Device, op: str) -> int:
     return stat.get(dev, {}).get(op, 0)
 
 
-def _rwstat_file(d: str, name: str) -> RwStat:
+class AbsentFiles:
+    """The v1 blkio files this kernel lacks, remembered for `ttl` seconds.
+
+    Every cgroup of a hierarchy has the same files (the root aside, which read_io never reads),
+    so one failed open answers for all: CFQ's files are gone since 5.0 and BFQ's `io_merged`,
+    `io_service_time`... need its debug option, and probing them cost 8 of 20 opens a render.
+    A scheduler module loaded later is noticed within `ttl`. A failure counts only while the
+    cgroup is still there (a container that just ended says nothing about the kernel)."""
+
+    def __init__(self, ttl: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl = ttl
+        self.clock = clock
+        self._until: dict[str, float] = {}
+
+    def read(self, directory: str, name: str) -> str | None:
+        until = self._until.get(name)
+        if until is not None and self.clock() < until:
+            return None
+        text = read_optional(os.path.join(directory, name))
+        if text is None and os.path.isdir(directory):
+            self._until[name] = self.clock() + self.ttl
+        return text
+
+
+def _rwstat_file(d: str, name: str, absent: AbsentFiles | None) -> RwStat:
     """`name`_recursive, else `name` (kernels or controllers without the recursive file)."""
-    text = read_optional(os.path.join(d, name + "_recursive"))
+    def read(name: str) -> str | None:
+        return absent.read(d, name) if absent is not None else read_optional(os.path.join(d, name))
+
+    text = read(name + "_recursive")
     if text is None:
-        text = read_optional(os.path.join(d, name))
+        text = read(name)
     return parse_rwstat(text)
 
 
@@ -155,9 +183,11 @@ V1_FILES = (
 )
 
 
-def read_io(dirs: CgroupDirs) -> dict[Device, DiskCounters] | None:
+def read_io(dirs: CgroupDirs, absent: AbsentFiles | None = None
+            ) -> dict[Device, DiskCounters] | None:
     """The container's I/O per device it touched; None when it has no cgroup of its own for
-    block I/O (no io/blkio controller, or the root cgroup: its counters are the host's)."""
+    block I/O (no io/blkio controller, or the root cgroup: its counters are the host's).
+    `absent` spares the v1 files this kernel lacks."""
     where = dirs.of("blkio")
     if where is None:
         return None
@@ -171,4 +201,4 @@ def read_io(dirs: CgroupDirs) -> dict[Device, DiskCounters] | None:
         if text is None:  # the io controller is not enabled for this cgroup
             return None
         return {dev: c for dev, c in parse_io_stat(text).items() if not c.is_zero()}
-    return combine_v1({name: _rwstat_file(directory, name) for name in V1_FILES})
+    return combine_v1({name: _rwstat_file(directory, name, absent) for name in V1_FILES})

@@ -190,23 +190,28 @@ def list_tasks(directory: str, listing: str) -> list[int]:
 
 def count_tasks(host: HostProc, dirs: CgroupDirs, level: int, waits: bool = True,
                 states: MutableMapping[Hashable, TaskCount] | None = None,
-                key: Hashable = None) -> TaskCount | None:
+                key: Hashable = None, fresh_newest: bool = True) -> TaskCount | None:
     """Count the container's threads by state. `level` is the depth of its pid namespace (the
     length of its init's NSpid line): a task's pid in that namespace is its NSpid[level - 1].
     None when the container has no cgroup of its own to list its tasks from.
 
-    With `states` (a short-lived cache) the counts by state may come from it under `key`; the
-    newest pid is always looked up afresh (a shell's `cat /proc/loadavg` expects its own)."""
+    With `states` (a short-lived cache) the counts by state may come from it under `key`. With
+    `fresh_newest` the newest pid is looked up afresh all the same (a shell's
+    `cat /proc/loadavg` expects its own); without, a cached count is used whole and the tasks
+    are not even listed (/proc/stat's `processes` may lag as its counts do)."""
+    counted = states.get(key) if states is not None else None
+    if counted is not None and not fresh_newest:
+        return counted
     where = tasks_dir(dirs)
     if where is None:
         return None
     tids = list_tasks(*where)
-    counted = states.get(key) if states is not None else None
-    if counted is None:
-        counted = task_states(host, tids, waits)
-        if states is not None:
-            states[key] = counted
-    return replace(counted, newest_pid=newest_pid(host, tids, level))
+    fresh = counted is None
+    counted = replace(counted or task_states(host, tids, waits),
+                      newest_pid=newest_pid(host, tids, level))
+    if fresh and states is not None:
+        states[key] = counted
+    return counted
 
 
 def task_states(host: HostProc, tids: list[int], waits: bool) -> TaskCount:

@@ -35,6 +35,7 @@ class Container:
     cgroups: CgroupDirs
     monotonic_offset_ns: int = 0  # the init's time namespace offsets
     boottime_offset_ns: int = 0
+    pidns_level: int = 0  # the namespace's depth (its init's NSpid entries); 0: unknown
 
     @property
     def key(self) -> tuple[int, int, int]:
@@ -113,13 +114,14 @@ class Resolver:
         entry.container = replace(c, cgroups=CgroupDirs(self.layout, paths))
         entry.cgroups_read_at = self.clock()
 
-    def _find_reaper(self, pid: int, ns: int) -> int:
+    def _find_reaper(self, pid: int, ns: int) -> tuple[int, int]:
+        """(the namespace's init, the namespace's depth)"""
         # Usually the init is an ancestor: climb while the parent shares the namespace.
         cur = pid
         for _ in range(256):
             status = self.host.status(cur)
             if status.nspid and status.nspid[-1] == 1:
-                return cur
+                return cur, len(status.nspid)
             parent = status.ppid
             try:
                 if parent <= 0 or self.host.pid_ns(parent) != ns:
@@ -136,11 +138,11 @@ class Resolver:
             except (ProcfsError, OSError):  # exited, or a process we may not inspect
                 continue
             if nspid and nspid[-1] == 1:
-                return candidate
+                return candidate, len(nspid)
         raise ProcessGone(f"pid namespace {ns} has no init")
 
     def _build(self, pid: int, ns: int) -> _Entry:
-        reaper = self._find_reaper(pid, ns)
+        reaper, level = self._find_reaper(pid, ns)
         pidfd = None
         if self._use_pidfd:
             try:
@@ -158,7 +160,8 @@ class Resolver:
             if pidfd is not None:
                 os.close(pidfd)
             raise
-        container = Container(ns, reaper, start, CgroupDirs(self.layout, paths), mono, boot)
+        container = Container(ns, reaper, start, CgroupDirs(self.layout, paths), mono, boot,
+                              level)
         log.debug("pid %d → container %s (init %d)", pid, container.key, reaper)
         return _Entry(container, pidfd, self.clock())
 

@@ -19,7 +19,8 @@ from procfs.resolve import Container
 # Host files that change only with CPU hotplug (and cpuinfo's MHz): re-read at most this often.
 STATIC_TTL = 1.0
 # Host files that change all the time but of which a container sees only the slow lines (the
-# host's meminfo: its Vmalloc*, HugePages*, CommitLimit... lines): parsed at most this often.
+# host's meminfo: its Vmalloc*, HugePages*, CommitLimit... lines; stat's intr and ctxt) or that
+# name its devices (diskstats): read at most this often.
 HOST_TTL = 0.01
 
 
@@ -38,14 +39,22 @@ class Views:
         # cpuinfo renderings per CPU view, for the host text they were made from
         self._cpuinfo: tuple[str, dict[CpuView, bytes]] = ("", {})
 
-    def static_text(self, key: str, read: Callable[[], str]) -> str:
+    def _kept(self, key: str, ttl: float, read: Callable[[], str]) -> str:
         now = self.clock()
         hit = self._static.get(key)
-        if hit is not None and now - hit[0] < STATIC_TTL:
+        if hit is not None and now - hit[0] < ttl:
             return hit[1]
         text = read()
         self._static[key] = (now, text)
         return text
+
+    def static_text(self, key: str, read: Callable[[], str]) -> str:
+        return self._kept(key, STATIC_TTL, read)
+
+    def recent_text(self, name: str) -> str:
+        """The host's /proc/`name` (stat, diskstats), re-read at most every HOST_TTL s: many
+        containers rendering at once need one reading, not one each."""
+        return self._kept("/proc/" + name, HOST_TTL, lambda: self.host.text(name))
 
     def host_online(self) -> tuple[int, ...]:
         text = self.static_text("online", lambda: ",".join(map(str, self.host.online_cpus())))

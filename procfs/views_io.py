@@ -20,7 +20,7 @@ import os
 from collections.abc import Callable
 
 from overlays import diskstats, pressure, slabinfo
-from procfs.cgroup_io import Device, read_io
+from procfs.cgroup_io import AbsentFiles, Device, read_io
 from procfs.errors import Malformed
 from procfs.hostproc import HostProc
 from procfs.nodes import FileNode, OverlayNode
@@ -32,8 +32,12 @@ PRESSURE_KINDS = ("cpu", "memory", "io")
 
 
 class IoViews:
-    def __init__(self, host: HostProc) -> None:
+    def __init__(self, host: HostProc, recent_text: Callable[[str], str] | None = None,
+                 absent: AbsentFiles | None = None) -> None:
         self.host = host
+        # the host's diskstats, re-read at most every views.HOST_TTL s (Views.recent_text)
+        self.recent_text = recent_text or host.text
+        self.absent = absent
 
     def device_name(self, dev: Device) -> str | None:
         """A device missing from the host's diskstats, by its sysfs uevent (None: gone)."""
@@ -46,8 +50,8 @@ class IoViews:
         return None
 
     def diskstats(self, c: Container) -> bytes:
-        host_text = self.host.text("diskstats")
-        own = read_io(c.cgroups)
+        host_text = self.recent_text("diskstats")
+        own = read_io(c.cgroups, self.absent)
         if own is None:
             return host_text.encode()
         host_disks, columns = diskstats.parse_host(host_text)
@@ -91,7 +95,7 @@ class IoViews:
 
 def io_nodes(s: Services) -> list[FileNode]:
     """proc/diskstats, proc/pressure/* (where the host has PSI) and proc/slabinfo."""
-    v = IoViews(s.host)
+    v = IoViews(s.host, s.views.recent_text, AbsentFiles(clock=s.clock))
     nodes: list[FileNode] = [
         OverlayNode("proc/diskstats", v.diskstats, v.host.proc_file("diskstats")),
         OverlayNode("proc/slabinfo", v.slabinfo, v.host.proc_file("slabinfo"), mode=0o400),

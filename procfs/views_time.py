@@ -109,16 +109,20 @@ class TimeViews:
 
     def host_cpus(self, cpus: tuple[int, ...]) -> tuple[CpuTimes, ...]:
         """The host's own lines for these CPUs (a container without a cgroup of its own)."""
-        lines = host_cpu_lines(self.host.text("stat"))
+        lines = host_cpu_lines(self.views.recent_text("stat"))
         return tuple(lines.get(cpu, CpuTimes()) for cpu in cpus)
 
     def count_tasks(self, c: Container, waits: bool = False) -> TaskCount | None:
-        """The container's tasks by state (with `waits`: and their time waiting for a CPU)."""
-        try:
-            level = len(self.host.status(c.reaper).nspid)
-        except ProcfsError:  # the init exited: its namespace (and every task in it) is ending
-            level = 0
-        return count_tasks(self.host, c.cgroups, level, waits, self._states, (c.key, waits))
+        """The container's tasks by state (with `waits`: and their time waiting for a CPU; as
+        /proc/stat wants them, whose newest pid may then be as old as the counts)."""
+        level = c.pidns_level
+        if not level:
+            try:
+                level = len(self.host.status(c.reaper).nspid)
+            except ProcfsError:  # the init exited: its namespace (and every task) is ending
+                level = 0
+        return count_tasks(self.host, c.cgroups, level, waits, self._states, (c.key, waits),
+                           fresh_newest=not waits)
 
     def cpu_times(self, c: Container, up: float, usage: CpuUsage | None,
                   waited_ns: int = 0) -> tuple[CpuTimes, ...]:
@@ -133,7 +137,7 @@ class TimeViews:
     # Renderers, one per file.
 
     def stat(self, c: Container) -> bytes:
-        host_text = self.host.text("stat")
+        host_text = self.views.recent_text("stat")
         up = self.uptime_seconds(c)
         tasks = self.count_tasks(c, waits=True) or TaskCount(0, 0, 0, 0)
         cpus = self.cpu_times(c, up, read_cpu_usage(c.cgroups, self.hz), tasks.waited_ns)

@@ -17,8 +17,9 @@ from procfs.hostproc import HostProc
 from procfs.nodes import Caller, OverlayNode
 from procfs.resolve import Container
 from procfs.services import Config, Services
+from procfs.views import HOST_TTL, Views
 from procfs.views_io import IoViews, io_nodes
-from tests.trees import FakeHost, v1_cgroup, v2_cgroup, write
+from tests.trees import FakeHost, ManualClock, v1_cgroup, v2_cgroup, write
 
 HOST_DISKSTATS = (
     "   8       0 sda 100 1 2000 30 200 2 4000 40 0 50 70 0 0 0 0 5 6\n"
@@ -286,3 +287,48 @@ def test_nodes(tmp_path: Path, host: HostProc) -> None:
         p.unlink()
     Path(host.proc_root, "pressure").rmdir()  # a kernel without PSI: no pressure files
     assert {n.path for n in io_nodes(s)} == {"proc/diskstats", "proc/slabinfo"}
+
+
+def test_absent_v1_files_are_probed_once_per_ttl(tmp_path: Path, host: HostProc) -> None:
+    layout, blk, _ = v1_tree(tmp_path)
+    write(Path(host.proc_root) / "diskstats", HOST_DISKSTATS + "   8      16 sdb 0 0 0 0\n")
+    clock = ManualClock(100.0)
+    absent = cgroup_io.AbsentFiles(ttl=10.0, clock=clock)
+    views = IoViews(host, absent=absent)
+    a = container(layout, {"blkio": "/ctr"}, "/ctr")
+    first = views.diskstats(a)
+    # The kernel "gains" CFQ's file (a scheduler loaded): unseen until the ttl has passed.
+    (blk / "blkio.io_serviced_recursive").write_text("8:16 Read 40\n8:16 Write 2\n")
+    (blk / "blkio.io_service_bytes_recursive").write_text("8:16 Read 80\n8:16 Write 4\n")
+    clock.now += 9.0
+    assert views.diskstats(a) == first
+    clock.now += 1.5
+    assert b" sdb 40 " in views.diskstats(a)
+
+
+def test_a_vanished_cgroup_says_nothing_about_the_kernels_files(tmp_path: Path,
+                                                               host: HostProc) -> None:
+    layout, blk, _ = v1_tree(tmp_path)
+    write(Path(host.proc_root) / "diskstats", HOST_DISKSTATS + "   8      16 sdb 0 0 0 0\n")
+    absent = cgroup_io.AbsentFiles(ttl=10.0, clock=ManualClock(100.0))
+    gone = container(layout, {"blkio": "/gone"}, "/gone")
+    assert absent.read(str(blk.parent / "gone"), "blkio.bfq.io_serviced_recursive") is None
+    views = IoViews(host, absent=absent)
+    with pytest.raises(CgroupGone):
+        views.diskstats(gone)
+    # the BFQ file was never marked absent: a live container still gets its counters
+    assert b" sdb 2 1 16 " in views.diskstats(container(layout, {"blkio": "/ctr"}, "/ctr"))
+
+
+def test_host_diskstats_and_stat_are_read_once_per_host_ttl(tmp_path: Path,
+                                                            host: HostProc) -> None:
+    layout, _, _ = v1_tree(tmp_path)
+    clock = ManualClock(100.0)
+    views = Views(host, clock=clock)
+    io = IoViews(host, views.recent_text)
+    a = container(layout, {"blkio": "/ctr"}, "/ctr")
+    first = io.diskstats(a)
+    write(Path(host.proc_root) / "diskstats", HOST_DISKSTATS.replace("vda", "vdz"))
+    assert io.diskstats(a) == first  # many containers at once: one reading of the host's
+    clock.now += HOST_TTL
+    assert b" vdz " in io.diskstats(a)

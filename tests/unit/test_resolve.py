@@ -42,6 +42,17 @@ def test_container_processes_resolve_to_their_init(host: FakeHost) -> None:
     assert a1 is not None and a1 == a2 == a3
     assert a1.reaper == 200 and a1.reaper_start == 5000
     assert a1.cgroups.paths.v2 == "/a"  # the init's cgroup, not the caller's sub-cgroup
+    assert a1.pidns_level == 2  # kept: counting its tasks needs it on every read
+
+
+def test_namespace_depth_found_by_either_path_to_the_init(host: FakeHost) -> None:
+    # 202 entered with setns: its init is found by scanning, not by climbing
+    entered = resolver(host).resolve(202)
+    assert entered is not None and entered.reaper == 200 and entered.pidns_level == 2
+    host.add_process(300, ppid=201, pidns=NS_B, nspid=(300, 8, 1), cgroup="0::/a/sub/b\n")
+    host.add_process(301, ppid=300, pidns=NS_B, nspid=(301, 9, 2), cgroup="0::/a/sub/b\n")
+    nested = resolver(host).resolve(301)
+    assert nested is not None and nested.reaper == 300 and nested.pidns_level == 3
 
 
 def test_vanished_caller(host: FakeHost) -> None:

@@ -355,7 +355,10 @@ def test_task_states_are_reused_briefly_but_the_newest_pid_is_fresh(tmp_path: Pa
     t = TimeViews(w.services.host, w.services.views, boottime=lambda: 1000.0,
                   realtime=lambda: 1_800_000_000.0, hz=100, task_ttl=0.5, clock=clock)
     c = w.container()
-    assert b"\nprocs_running 1\n" in t.stat(c)
+    first = t.stat(c)
+    assert b"\nprocs_running 1\n" in first
+    processes = next(x for x in first.decode().splitlines() if x.startswith("processes "))
+    assert processes != "processes 7"
     # 52 wakes up and a new task 53 appears in the container's cgroup
     w.host.add_process(52, ppid=50, pidns=NS_BOX, nspid=(52, 3), state="R")
     w.host.add_process(53, ppid=50, pidns=NS_BOX, nspid=(53, 7), state="R")
@@ -365,7 +368,10 @@ def test_task_states_are_reused_briefly_but_the_newest_pid_is_fresh(tmp_path: Pa
     clock.now += 0.4
     text = t.stat(c).decode()
     assert "\nprocs_running 1\n" in text  # counts by state: from 0.4 s ago
+    assert f"\n{processes}\n" in text  # and stat's newest pid with them: tasks not listed
     counted = t.count_tasks(c)
-    assert counted is not None and counted.newest_pid == 7  # the newest pid: now
+    assert counted is not None and counted.newest_pid == 7  # loadavg's newest pid: now
     clock.now += 0.2
-    assert b"\nprocs_running 3\n" in t.stat(c)  # past the 0.5 s bound: counted again
+    text = t.stat(c).decode()
+    assert "\nprocs_running 3\n" in text  # past the 0.5 s bound: counted again
+    assert "\nprocesses 7\n" in text
