@@ -89,7 +89,7 @@ class AbsentFiles:
 
     Every cgroup of a hierarchy has the same files (the root aside, which read_io never reads),
     so one failed open answers for all: CFQ's files are gone since 5.0 and BFQ's `io_merged`,
-    `io_service_time`... need its debug option, and probing them cost 8 of 20 opens a render.
+    `io_service_time`... need its debug option: probing them was 16 of 20 opens a rendering.
     A scheduler module loaded later is noticed within `ttl`. A failure counts only while the
     cgroup is still there (a container that just ended says nothing about the kernel)."""
 

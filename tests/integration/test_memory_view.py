@@ -49,6 +49,16 @@ def test_nested_sub_cgroup_sees_the_whole_container(make_container, make_cgroup)
     assert out.strip() == "1"
 
 
+def test_a_tighter_limit_above_the_container_is_the_one_in_force(make_cgroup,
+                                                                 make_container) -> None:
+    # (make_cgroup first: its parent cgroup is then removed after the container in it)
+    # a pod-like parent with 128 MiB over a container that asks for 256 MiB: the kernel
+    # reclaims at 128 MiB, so that is what free must say (v1: memory.stat's hierarchical limit)
+    pod = make_cgroup(Limits(memory=128 * MIB))
+    sb = make_container(Limits(memory=256 * MIB), parent=pod)
+    assert free_total(sb.sh("free -b")) == 128 * MIB
+
+
 def test_two_containers_see_their_own_limits(make_container) -> None:
     a = make_container(Limits(memory=256 * MIB))
     b = make_container(Limits(memory=128 * MIB, cpus="1"))

@@ -120,6 +120,31 @@ def test_v1_translates_names_and_reads_memsw(tmp_path: Path) -> None:
     assert "cache" not in mem.stat
 
 
+def test_v1_limits_and_swap_come_from_memory_stat_when_it_has_them(tmp_path: Path) -> None:
+    # As the kernel prints it: the smallest limit of the cgroup and its ancestors (a parent's
+    # 128 MiB under the cgroup's own 256 MiB) and, with swap accounting, the swap in use.
+    stat = V1_STAT + (f"hierarchical_memory_limit {128 * MIB}\n"
+                      f"hierarchical_memsw_limit {160 * MIB}\ntotal_swap {5 * MIB}\n")
+    v1_cgroup(tmp_path, "memory", "/c", {
+        "memory.usage_in_bytes": f"{40 * MIB}\n", "memory.stat": stat,
+        # the files disagree, and so show which source was read
+        "memory.limit_in_bytes": f"{256 * MIB}\n", "memory.memsw.limit_in_bytes": "1\n",
+        "memory.memsw.usage_in_bytes": f"{99 * MIB}\n",
+    })
+    mem = read_memory(v1_dirs(tmp_path))
+    assert mem is not None
+    assert mem.limit == 128 * MIB
+    assert mem.swap_limit == 32 * MIB and mem.swap_usage == 5 * MIB
+    # unlimited, and swap accounting off (no memsw line, no memsw files)
+    (tmp_path / "memory/c/memory.stat").write_text(
+        V1_STAT + "hierarchical_memory_limit 9223372036854771712\n")
+    for name in ("memory.memsw.limit_in_bytes", "memory.memsw.usage_in_bytes"):
+        (tmp_path / "memory/c" / name).unlink()
+    mem = read_memory(v1_dirs(tmp_path))
+    assert mem is not None and mem.limit is None and mem.swap_limit is None
+    assert mem.swap_usage == 0
+
+
 def test_v1_without_swap_accounting(tmp_path: Path) -> None:
     v1_cgroup(tmp_path, "memory", "/c", {"memory.limit_in_bytes": "-1\n",
                                          "memory.usage_in_bytes": "4096\n", "memory.stat": ""})
