@@ -29,10 +29,13 @@ def parse(argv: list[str] | None) -> Options:
                    help="measure throughput at the largest N only (default) or at every N")
     p.add_argument("--procfs-args", default="",
                    help="extra options for `procfs serve`, e.g. '--cache-ttl 0'")
+    p.add_argument("--floor-workers", type=int, default=1, metavar="K",
+                   help="processes serving the floor's connection (1): what more would buy")
     p.add_argument("--out", type=Path, default=None,
                    help="results directory (benchmarks/results; --quick: benchmarks/results/quick)")
     a = p.parse_args(argv)
-    o = Options(tput_at=a.tput_at, procfs_args=shlex.split(a.procfs_args))
+    o = Options(tput_at=a.tput_at, procfs_args=shlex.split(a.procfs_args),
+                floor_workers=max(a.floor_workers, 1))
     if a.quick:
         o.ns, o.reads, o.tput_seconds, o.quick = [1, 2], 200, 0.2, True
         o.out = o.out / "quick"
@@ -50,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         print("benchmarks: needs root (cgroups, namespaces, FUSE mounts)", file=sys.stderr)
         return 2
     options = {"ns": o.ns, "reads": o.reads, "tput_seconds": o.tput_seconds,
-               "readers": list(o.concurrency), "tput_at": o.tput_at, "procfs_args": o.procfs_args}
+               "readers": list(o.concurrency), "tput_at": o.tput_at, "procfs_args": o.procfs_args,
+               "floor_workers": o.floor_workers}
     results = Results(files=[], skipped=[], options=options, machine=machine())
     try:
         with sigterm_as_interrupt():

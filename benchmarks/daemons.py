@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 
 from procfs.sandbox import Server
@@ -82,6 +83,10 @@ class Daemon(Server):
         assert self.proc is not None
         return self.proc.pid
 
+    def cpu_seconds(self) -> float:
+        """CPU time of every process serving its mount."""
+        return cpu_seconds(self.pid)
+
     def stop(self) -> None:
         super().stop()
         if self.started:  # a log of a failed start is kept, for the error message
@@ -117,12 +122,38 @@ class Lxcfs(Daemon):
 class Floor(Daemon):
     name = "floor"
 
-    def __init__(self, paths: Sequence[str]) -> None:
+    def __init__(self, paths: Sequence[str], workers: int = 1) -> None:
         super().__init__()
         self.paths = list(paths)
+        self.workers = workers
 
     def command(self) -> list[str]:
-        return [sys.executable, "-m", "benchmarks.floor", self.mountpoint, *self.paths]
+        return [sys.executable, "-m", "benchmarks.floor", "--workers", str(self.workers),
+                self.mountpoint, *self.paths]
+
+    def start(self, timeout: float = 20.0) -> Floor:
+        super().start(timeout)
+        # it mounts, answers FUSE_INIT, and only then forks its workers
+        deadline = time.monotonic() + timeout
+        while len(self.worker_pids()) < self.workers - 1:
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"floor: {self.workers - 1} workers did not start")
+            time.sleep(0.02)
+        return self
+
+    def cpu_seconds(self) -> float:
+        return sum(cpu_seconds(pid) for pid in [self.pid, *self.worker_pids()])
+
+    def worker_pids(self) -> list[int]:
+        """The processes it forked to serve the connection with it (--workers)."""
+        if self.proc is None:
+            return []
+        try:
+            with open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children") as f:
+                return [int(x) for x in f.read().split()]
+        except OSError:
+            return []
 
 
 Procfs = Daemon  # `procfs serve`, exactly as the tests start it

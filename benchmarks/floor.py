@@ -6,11 +6,21 @@ entry/attr timeouts) and does no work at all: what a read of it costs is the cos
 round trips, of pyfuse3 and of trio. Each path holds a snapshot of the host's file taken at start,
 so a read moves as many bytes as a read of procfs or LXCFS.
 
-    python -m benchmarks.floor MOUNTPOINT PATH...
+    python -m benchmarks.floor [--workers K] MOUNTPOINT PATH...
+
+With `--workers K`, K processes serve the one FUSE connection: the lever procfs would need for
+throughput on many cores, measured here where it costs nothing (constant bytes need no state
+shared between the processes). The server mounts and answers FUSE_INIT in one process (libfuse
+answers everything else with EIO until it has seen FUSE_INIT, which the kernel sends once), then
+forks; every process reads requests from the inherited descriptor, and the kernel hands each
+request to exactly one of them (the descriptor stays blocking: a process that wakes for a
+request another one took waits in read() for the next).
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import errno
 import os
 import signal
@@ -106,32 +116,81 @@ def snapshot(path: str) -> bytes:
         return b"constant\n"
 
 
-async def _serve(mountpoint: str, paths: list[str]) -> None:
+def _mount(mountpoint: str, paths: list[str]) -> Floor:
     ops = Floor({p: snapshot(p) for p in paths})
     options = set(pyfuse3.default_options) | {"fsname=floor", "subtype=floor", "allow_other"}
     pyfuse3.init(ops, mountpoint, options)
+    return ops
+
+
+async def _loop() -> None:
+    """Serve until SIGTERM or SIGINT (or the end of the session)."""
+    async with trio.open_nursery() as nursery:
+
+        async def stop_on_signal() -> None:
+            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for _ in signals:
+                    nursery.cancel_scope.cancel()
+                    return
+
+        nursery.start_soon(stop_on_signal)
+        await pyfuse3.main()
+        nursery.cancel_scope.cancel()
+
+
+async def _handshake(mountpoint: str) -> None:
+    """Serve until FUSE_INIT has been answered: a statfs from another thread comes back only
+    after it (the kernel holds every request until then), and is served by this loop."""
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(pyfuse3.main)
+        await trio.to_thread.run_sync(os.statvfs, mountpoint)
+        nursery.cancel_scope.cancel()
+
+
+def _die_with_parent() -> None:
+    """SIGTERM when the first process dies, however it dies: a worker left behind would keep
+    the connection, and with it the mount, alive."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _serve(mountpoint: str, paths: list[str], workers: int) -> None:
+    _mount(mountpoint, paths)
+    children: list[int] = []
     try:
-        async with trio.open_nursery() as nursery:
-
-            async def stop_on_signal() -> None:
-                with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-                    async for _ in signals:
-                        nursery.cancel_scope.cancel()
-                        return
-
-            nursery.start_soon(stop_on_signal)
-            await pyfuse3.main()
-            nursery.cancel_scope.cancel()
+        if workers > 1:
+            trio.run(_handshake, mountpoint)
+            for _ in range(workers - 1):
+                pid = os.fork()
+                if pid == 0:  # a worker: serve, and leave the unmount to the first process
+                    _die_with_parent()
+                    code = 0
+                    try:
+                        trio.run(_loop)
+                    except BaseException:
+                        code = 1
+                    os._exit(code)
+                children.append(pid)
+        trio.run(_loop)
     finally:
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        for pid in children:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
         pyfuse3.close(unmount=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    workers = 1
+    if args[:1] == ["--workers"] and len(args) > 1 and args[1].isdigit():
+        workers, args = max(int(args[1]), 1), args[2:]
     if len(args) < 2 or not os.path.isdir(args[0]):
-        print("usage: python -m benchmarks.floor MOUNTPOINT PATH...", file=sys.stderr)
+        print("usage: python -m benchmarks.floor [--workers K] MOUNTPOINT PATH...",
+              file=sys.stderr)
         return 2
-    trio.run(_serve, args[0], args[1:])
+    _serve(args[0], args[1:], workers)
     return 0
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.daemons import Daemon, Floor, Lxcfs, Procfs, cpu_seconds, ensure_lxcfs, rss_bytes
+from benchmarks.daemons import Daemon, Floor, Lxcfs, Procfs, ensure_lxcfs, rss_bytes
 from procfs.sandbox import Cgroup, Limits, Sandbox, served_paths, unique_name
 
 FILES = (
@@ -47,6 +47,7 @@ class Options:
     out: Path = RESULTS
     quick: bool = False
     procfs_args: list[str] = field(default_factory=list)  # extra `procfs serve` options
+    floor_workers: int = 1  # processes serving the floor's one connection (a lever measured)
 
 
 @dataclass
@@ -141,7 +142,7 @@ class Bench:
         stack.callback(lx.stop)
         lx.start()
         self.daemons["lxcfs"] = lx
-        floor = Floor(self.files)
+        floor = Floor(self.files, self.o.floor_workers)
         stack.callback(floor.stop)
         floor.start()
         self.daemons["floor"] = floor
@@ -177,13 +178,13 @@ class Bench:
         paths = [self.path(s, rel) for s in SERVERS]
         _communicate(c.popen([self.reader, "lat", "50", *paths], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE), 120)  # warm-up
-        cpu0 = {s: cpu_seconds(self.daemons[s].pid) for s in SERVERS}
+        cpu0 = {s: self.daemons[s].cpu_seconds() for s in SERVERS}
         out = _communicate(c.popen([self.reader, "lat", str(self.o.reads), *paths],
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE), 600)
         result: dict[str, dict[str, float]] = {}
         for server, line in zip(SERVERS, out.splitlines(), strict=True):
             p50, p99, mean, errors = (float(x) for x in line.split())
-            cpu = cpu_seconds(self.daemons[server].pid) - cpu0[server]
+            cpu = self.daemons[server].cpu_seconds() - cpu0[server]
             result[server] = {"p50": p50, "p99": p99, "mean": mean, "errors": errors,
                               "cpu_ms_per_1000": cpu * 1e6 / self.o.reads}
         return result
@@ -202,7 +203,7 @@ class Bench:
                 assert p.stdout is not None
                 if p.stdout.readline().strip() != "R":
                     raise RuntimeError(f"reader did not start: {p.communicate()[1]}")
-            cpu0 = cpu_seconds(self.daemons[server].pid)
+            cpu0 = self.daemons[server].cpu_seconds()
             for p in procs:
                 assert p.stdin is not None
                 p.stdin.write("g")
@@ -214,7 +215,7 @@ class Bench:
                 rps += n / (elapsed_ns / 1e9)
                 reads += n
                 errors += errs
-            cpu = cpu_seconds(self.daemons[server].pid) - cpu0
+            cpu = self.daemons[server].cpu_seconds() - cpu0
         finally:
             for p in procs:
                 if p.poll() is None:

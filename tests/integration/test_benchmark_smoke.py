@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.daemons import NO_LXCFS
+from benchmarks.daemons import NO_LXCFS, Floor, cpu_seconds
 
 pytestmark = pytest.mark.slow
 
@@ -47,3 +47,42 @@ def test_quick_benchmark_writes_the_table(tmp_path: Path) -> None:
     assert (tmp_path / "results.png").stat().st_size > 0
     assert (tmp_path / "results.json").exists()
     assert set(_bench_leftovers()) <= before
+
+
+def test_floor_with_two_processes_on_one_connection() -> None:
+    """The throughput lever the README measures: fork after FUSE_INIT, every process serving
+    the same connection; each request is answered once, by one of them, correctly."""
+    paths = ["proc/meminfo", "proc/loadavg"]
+    floor = Floor(paths, workers=2).start()
+    try:
+        workers = floor.worker_pids()
+        assert floor.proc is not None and len(workers) == 1
+        served = [floor.proc.pid, *workers]
+        before = [cpu_seconds(pid) for pid in served]
+        want = {}  # the host's files as the floor snapshotted them at its start
+        for p in paths:
+            with open(os.path.join(floor.mountpoint, p), "rb") as f:
+                want[p] = f.read()
+        assert want["proc/meminfo"].startswith(b"MemTotal:")
+        assert len(want["proc/loadavg"].split()) == 5
+        script = "for i in $(seq 300); do cat {m}/proc/meminfo; cat {m}/proc/loadavg; done"
+        readers = [subprocess.Popen(["sh", "-c", script.format(m=floor.mountpoint)],
+                                    stdout=subprocess.PIPE) for _ in range(6)]
+        outs = [r.communicate(timeout=120)[0] for r in readers]
+        assert all(r.returncode == 0 for r in readers)
+        assert all(out == (want["proc/meminfo"] + want["proc/loadavg"]) * 300 for out in outs)
+        used = [cpu_seconds(pid) - b for pid, b in zip(served, before, strict=True)]
+        assert all(u > 0 for u in used), used  # both processes answered requests
+    finally:
+        floor.stop()
+    assert not os.path.ismount(floor.mountpoint)
+    for pid in workers:
+        assert not os.path.exists(f"/proc/{pid}") or _is_zombie_or_gone(pid)
+
+
+def _is_zombie_or_gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] == "Z"
+    except OSError:
+        return True
