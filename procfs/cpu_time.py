@@ -82,12 +82,15 @@ def _split(total: int, user_weight: int, system_weight: int) -> tuple[int, int]:
 
 
 def read_v1_usage(directory: str, hz: int) -> CpuUsage | None:
+    # 4.7+: user and system time per CPU in one file (cpuacct.stat is then not needed)
+    rows = parse_usage_all(read_optional(os.path.join(directory, "cpuacct.usage_all")))
+    if rows:
+        return CpuUsage(sum(r[1] for r in rows), sum(r[2] for r in rows), rows)
     stat = parse_flat_keyed(read_optional(os.path.join(directory, "cpuacct.stat")) or "")
     user_t, system_t = stat.get("user", 0), stat.get("system", 0)
-    rows = parse_usage_all(read_optional(os.path.join(directory, "cpuacct.usage_all")))
-    if not rows:  # kernels before 4.7: usage_percpu (total ns per CPU), split by cpuacct.stat
-        percpu = parse_ints(read_optional(os.path.join(directory, "cpuacct.usage_percpu")))
-        rows = tuple((cpu, *_split(ns, user_t, system_t)) for cpu, ns in enumerate(percpu))
+    # kernels before 4.7: usage_percpu (total ns per CPU), split by cpuacct.stat
+    percpu = parse_ints(read_optional(os.path.join(directory, "cpuacct.usage_percpu")))
+    rows = tuple((cpu, *_split(ns, user_t, system_t)) for cpu, ns in enumerate(percpu))
     if rows:
         return CpuUsage(sum(r[1] for r in rows), sum(r[2] for r in rows), rows)
     total = parse_ints(read_optional(os.path.join(directory, "cpuacct.usage")))
@@ -190,7 +193,9 @@ def list_tasks(directory: str, listing: str) -> list[int]:
 
 def count_tasks(host: HostProc, dirs: CgroupDirs, level: int, waits: bool = True,
                 states: MutableMapping[Hashable, TaskCount] | None = None,
-                key: Hashable = None, fresh_newest: bool = True) -> TaskCount | None:
+                key: Hashable = None, fresh_newest: bool = True,
+                newest: MutableMapping[Hashable, tuple[int, int]] | None = None
+                ) -> TaskCount | None:
     """Count the container's threads by state. `level` is the depth of its pid namespace (the
     length of its init's NSpid line): a task's pid in that namespace is its NSpid[level - 1].
     None when the container has no cgroup of its own to list its tasks from.
@@ -198,7 +203,9 @@ def count_tasks(host: HostProc, dirs: CgroupDirs, level: int, waits: bool = True
     With `states` (a short-lived cache) the counts by state may come from it under `key`. With
     `fresh_newest` the newest pid is looked up afresh all the same (a shell's
     `cat /proc/loadavg` expects its own); without, a cached count is used whole and the tasks
-    are not even listed (/proc/stat's `processes` may lag as its counts do)."""
+    are not even listed (/proc/stat's `processes` may lag as its counts do). `newest` keeps,
+    under `key`, the last (host tid, pid in the container) found newest, so that an unchanged
+    newest task costs no read of its status."""
     counted = states.get(key) if states is not None else None
     if counted is not None and not fresh_newest:
         return counted
@@ -208,7 +215,7 @@ def count_tasks(host: HostProc, dirs: CgroupDirs, level: int, waits: bool = True
     tids = list_tasks(*where)
     fresh = counted is None
     counted = replace(counted or task_states(host, tids, waits),
-                      newest_pid=newest_pid(host, tids, level))
+                      newest_pid=newest_pid(host, tids, level, newest, key))
     if fresh and states is not None:
         states[key] = counted
     return counted
@@ -240,15 +247,29 @@ def run_delay(host: HostProc, tid: int) -> int:
     return fields[1] if len(fields) > 1 else 0
 
 
-def newest_pid(host: HostProc, tids: list[int], level: int) -> int:
+def newest_pid(host: HostProc, tids: list[int], level: int,
+               known: MutableMapping[Hashable, tuple[int, int]] | None = None,
+               key: Hashable = None) -> int:
     """The container-namespace pid of its newest task: pids grow in both namespaces, so look at
     the largest host tids first and stop at the first one that lives in the container's
-    namespace (tasks that joined the cgroup from outside it, like `unshare`, have no pid there)."""
+    namespace (tasks that joined the cgroup from outside it, like `unshare`, have no pid there).
+
+    With `known`: when the largest tid is the one found last time (under `key`), its pid in the
+    container is known (a task keeps its pids; a tid taken again by another task of the same
+    cgroup would first need the host's pid space to wrap)."""
+    if not tids:
+        return 0
+    if known is not None:
+        last = known.get(key)
+        if last is not None and last[0] == max(tids):
+            return last[1]
     for tid in sorted(set(tids), reverse=True)[:64]:
         try:
             nspid = host.status(tid).nspid
         except (ProcfsError, OSError):
             continue
         if level > 0 and len(nspid) >= level:
+            if known is not None:
+                known[key] = (tid, nspid[level - 1])
             return nspid[level - 1]
     return 0

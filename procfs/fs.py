@@ -7,7 +7,6 @@ kept, since pyfuse3 gives `read` no request context. Only `pyfuse3.FUSEError` le
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import functools
 import itertools
@@ -16,7 +15,7 @@ import os
 import select
 import stat
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, ParamSpec, TypeVar
 
@@ -209,29 +208,31 @@ class ProcFS(pyfuse3.Operations):
         if owner is not None and self._open.get(owner, 0) >= MAX_OPEN_PER_CONTAINER:
             raise Refused(f"container {owner} holds {MAX_OPEN_PER_CONTAINER} open files",
                           errno.ENFILE)
-        with self._busy_as(owner):
+        self._enter(owner)
+        try:
             handle = await node.open(caller, flags)
+        finally:
+            self._leave(owner)
         fh = next(self._next_fh)
         self._handles[fh] = handle
         self._owners[fh] = owner
         self._open[owner] = self._open.get(owner, 0) + 1
         return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False, nonseekable=False)
 
-    @contextlib.contextmanager
-    def _busy_as(self, owner: Owner) -> Iterator[None]:
-        """Count a request of `owner` in progress; EAGAIN beyond its share."""
+    # A request of `owner` in progress: `_enter` counts it (EAGAIN beyond its share), `_leave`
+    # in a `finally` uncounts it. Two calls, not a context manager: every request passes here.
+    def _enter(self, owner: Owner) -> None:
         busy = self._busy.get(owner, 0)
         if owner is not None and busy >= MAX_BUSY_PER_CONTAINER:
             raise Refused(f"container {owner} has {busy} requests in progress", errno.EAGAIN)
         self._busy[owner] = busy + 1
-        try:
-            yield
-        finally:
-            left = self._busy[owner] - 1
-            if left:
-                self._busy[owner] = left
-            else:
-                del self._busy[owner]
+
+    def _leave(self, owner: Owner) -> None:
+        left = self._busy[owner] - 1
+        if left:
+            self._busy[owner] = left
+        else:
+            del self._busy[owner]
 
     def _handle(self, fh: int) -> OpenFile:
         handle = self._handles.get(fh)
@@ -242,14 +243,22 @@ class ProcFS(pyfuse3.Operations):
     @guarded
     async def read(self, fh: int, off: int, size: int) -> bytes:
         handle = self._handle(fh)
-        with self._busy_as(self._owners.get(fh)):
+        owner = self._owners.get(fh)
+        self._enter(owner)
+        try:
             return await handle.read(off, size)
+        finally:
+            self._leave(owner)
 
     @guarded
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         handle = self._handle(fh)
-        with self._busy_as(self._owners.get(fh)):
+        owner = self._owners.get(fh)
+        self._enter(owner)
+        try:
             return await handle.write(off, buf)
+        finally:
+            self._leave(owner)
 
     @guarded
     async def poll(self, inode: int, fh: int, poll_handle: Any, ctx: Any) -> int:

@@ -15,7 +15,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import TypeVar
 
-from cachetools import TTLCache
+from cachetools import LRUCache, TTLCache
 
 from overlays import loadavg, stat, uptime
 from overlays.stat import CpuTimes, host_cpu_lines
@@ -95,12 +95,18 @@ class TimeViews:
         self.realtime = realtime
         self.hz = hz or clock_ticks()
         # not `tracker or ...`: an empty tracker has len() 0 and is falsy
-        self.loads = tracker if tracker is not None else LoadTracker(self.count_tasks)
+        if tracker is None:
+            tracker = LoadTracker(self.count_tasks)
+        else:  # a kept tracker keeps its history, and counts with these views (new code)
+            tracker.count = self.count_tasks
+        self.loads = tracker
         self._last = _LastValues()
         # Counts of the container's tasks by state, reused for `task_ttl` s: they cost a read of
         # every task's stat (and schedstat), the bulk of rendering stat and loadavg.
         self._states: TTLCache[Hashable, TaskCount] | None = (
             TTLCache(maxsize=4096, ttl=task_ttl, timer=clock) if task_ttl > 0 else None)
+        # per container, the (host tid, pid inside) of its newest task found last
+        self._newest: LRUCache[Hashable, tuple[int, int]] = LRUCache(maxsize=4096)
 
     # Readers.
 
@@ -122,7 +128,7 @@ class TimeViews:
             except ProcfsError:  # the init exited: its namespace (and every task) is ending
                 level = 0
         return count_tasks(self.host, c.cgroups, level, waits, self._states, (c.key, waits),
-                           fresh_newest=not waits)
+                           fresh_newest=not waits, newest=self._newest)
 
     def cpu_times(self, c: Container, up: float, usage: CpuUsage | None,
                   waited_ns: int = 0) -> tuple[CpuTimes, ...]:

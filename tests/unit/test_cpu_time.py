@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from procfs import cpu_time, sysfiles
 from procfs.cgroup_layout import CgroupDirs, CgroupLayout, parse_proc_cgroup
 from procfs.cpu_time import CpuUsage, count_tasks, read_cpu_usage, spread
 from procfs.hostproc import HostProc
@@ -28,6 +31,22 @@ def test_v1_usage_all_per_cpu(tmp_path: Path) -> None:
     u = read_cpu_usage(dirs_of(tmp_path, "4:cpu,cpuacct:/box\n"), HZ)
     rows = ((0, 3_000_000_000, 1_000_000_000), (1, 0, 0), (2, 500_000_000, 250_000_000))
     assert u == CpuUsage(3_500_000_000, 1_250_000_000, rows)
+
+
+def test_v1_usage_all_needs_no_cpuacct_stat(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    v1_cgroup(tmp_path, "cpuacct", "/box", {"cpuacct.usage_all": "cpu user system\n0 7 5\n",
+                                            "cpuacct.stat": "user 350\nsystem 125\n"})
+    read: list[str] = []
+
+    def spy(path: str) -> str | None:
+        read.append(os.path.basename(path))
+        return sysfiles.read_optional(path)
+
+    monkeypatch.setattr(cpu_time, "read_optional", spy)
+    u = read_cpu_usage(dirs_of(tmp_path, "3:cpuacct:/box\n"), HZ)
+    assert u == CpuUsage(7, 5, ((0, 7, 5),))
+    assert read == ["cpuacct.usage_all"]  # one file per rendering of stat and uptime
 
 
 def test_v1_older_kernels_split_usage_by_cpuacct_stat(tmp_path: Path) -> None:
@@ -129,3 +148,26 @@ def test_count_tasks_walks_sub_cgroups_on_v1_and_v2(tmp_path: Path) -> None:
         assert t.waited_ns == 3000
     # no cgroup of its own: nothing to count in (the host's whole tree is not walked)
     assert count_tasks(hp, dirs_of(v2, "0::/\n"), level=2) is None
+
+
+def test_an_unchanged_newest_task_is_not_read_again(tmp_path: Path) -> None:
+    host = FakeHost(tmp_path / "h")
+    ns = 4026532009
+    for pid, nspid in ((50, (50, 1)), (51, (51, 2))):
+        host.add_process(pid, ppid=50, pidns=ns, nspid=nspid)
+    hp = HostProc(str(host.proc), str(host.sys))
+    v2_cgroup(tmp_path / "v2", "/box", {"cgroup.threads": "50\n51\n"})
+    dirs = dirs_of(tmp_path / "v2", "0::/box\n")
+    known: dict[object, tuple[int, int]] = {}
+
+    def newest() -> int:
+        t = count_tasks(hp, dirs, level=2, waits=False, key="box", newest=known)
+        assert t is not None
+        return t.newest_pid
+
+    assert newest() == 2 and known == {"box": (51, 2)}
+    (host.proc / "51/status").write_text("garbled\n")  # not read again: 51 is still newest
+    assert newest() == 2
+    host.add_process(60, ppid=50, pidns=ns, nspid=(60, 5))
+    (tmp_path / "v2/box/cgroup.threads").write_text("50\n51\n60\n")
+    assert newest() == 5 and known["box"] == (60, 5)

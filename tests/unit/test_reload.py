@@ -55,6 +55,10 @@ def reload_keeps_inodes_and_state(tmp_path: Path) -> None:
         after = {node.path: inode for inode, node in ops.files.items()}
         assert after == before and result.files == len(before)
         assert services.kept["loadavg"] is tracker
+        # the kept history counts tasks with the new code's views (cached for 0.5 s)
+        counter = getattr(tracker.count, "__self__", None)
+        assert counter is not None and type(counter) is sys.modules["procfs.views_time"].TimeViews
+        assert counter.views is services.views and counter._states is not None
         assert sum(task == tracker.run for task in services.background) == 1  # one sampler
         assert services.views is not old_views
         assert sys.modules["overlays.meminfo"].render is not old_meminfo  # new code
