@@ -116,11 +116,9 @@ def snapshot(path: str) -> bytes:
         return b"constant\n"
 
 
-def _mount(mountpoint: str, paths: list[str]) -> Floor:
-    ops = Floor({p: snapshot(p) for p in paths})
+def _mount(mountpoint: str, paths: list[str]) -> None:
     options = set(pyfuse3.default_options) | {"fsname=floor", "subtype=floor", "allow_other"}
-    pyfuse3.init(ops, mountpoint, options)
-    return ops
+    pyfuse3.init(Floor({p: snapshot(p) for p in paths}), mountpoint, options)
 
 
 async def _loop() -> None:

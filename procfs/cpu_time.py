@@ -36,6 +36,10 @@ class CpuUsage:
     def total_ns(self) -> int:
         return self.user_ns + self.system_ns
 
+    @classmethod
+    def per_cpu_rows(cls, rows: tuple[tuple[int, int, int], ...]) -> CpuUsage:
+        return cls(sum(r[1] for r in rows), sum(r[2] for r in rows), rows)
+
 
 def _own_dir(where: tuple[str, int, str] | None) -> tuple[str, int] | None:
     """(directory, version) of a controller's cgroup, None when absent or the hierarchy's root
@@ -85,14 +89,14 @@ def read_v1_usage(directory: str, hz: int) -> CpuUsage | None:
     # 4.7+: user and system time per CPU in one file (cpuacct.stat is then not needed)
     rows = parse_usage_all(read_optional(os.path.join(directory, "cpuacct.usage_all")))
     if rows:
-        return CpuUsage(sum(r[1] for r in rows), sum(r[2] for r in rows), rows)
+        return CpuUsage.per_cpu_rows(rows)
     stat = parse_flat_keyed(read_optional(os.path.join(directory, "cpuacct.stat")) or "")
     user_t, system_t = stat.get("user", 0), stat.get("system", 0)
     # kernels before 4.7: usage_percpu (total ns per CPU), split by cpuacct.stat
     percpu = parse_ints(read_optional(os.path.join(directory, "cpuacct.usage_percpu")))
     rows = tuple((cpu, *_split(ns, user_t, system_t)) for cpu, ns in enumerate(percpu))
     if rows:
-        return CpuUsage(sum(r[1] for r in rows), sum(r[2] for r in rows), rows)
+        return CpuUsage.per_cpu_rows(rows)
     total = parse_ints(read_optional(os.path.join(directory, "cpuacct.usage")))
     if total:
         return CpuUsage(*_split(total[0], user_t, system_t))

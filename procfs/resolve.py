@@ -35,7 +35,7 @@ class Container:
     cgroups: CgroupDirs
     monotonic_offset_ns: int = 0  # the init's time namespace offsets
     boottime_offset_ns: int = 0
-    pidns_level: int = 0  # the namespace's depth (its init's NSpid entries); 0: unknown
+    pidns_level: int = 0  # the namespace's depth (its init's NSpid entries); 0: no pids known
 
     @property
     def key(self) -> tuple[int, int, int]:

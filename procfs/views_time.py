@@ -20,7 +20,6 @@ from cachetools import LRUCache, TTLCache
 from overlays import loadavg, stat, uptime
 from overlays.stat import CpuTimes, host_cpu_lines
 from procfs.cpu_time import NS, CpuUsage, TaskCount, count_tasks, read_cpu_usage, spread
-from procfs.errors import ProcfsError
 from procfs.hostproc import HostProc
 from procfs.loadavg import LoadTracker
 from procfs.resolve import Container
@@ -121,13 +120,8 @@ class TimeViews:
     def count_tasks(self, c: Container, waits: bool = False) -> TaskCount | None:
         """The container's tasks by state (with `waits`: and their time waiting for a CPU; as
         /proc/stat wants them, whose newest pid may then be as old as the counts)."""
-        level = c.pidns_level
-        if not level:
-            try:
-                level = len(self.host.status(c.reaper).nspid)
-            except ProcfsError:  # the init exited: its namespace (and every task) is ending
-                level = 0
-        return count_tasks(self.host, c.cgroups, level, waits, self._states, (c.key, waits),
+        return count_tasks(self.host, c.cgroups, c.pidns_level, waits, self._states,
+                           (c.key, waits),
                            fresh_newest=not waits, newest=self._newest)
 
     def cpu_times(self, c: Container, up: float, usage: CpuUsage | None,
