@@ -88,9 +88,12 @@ class LoadTracker:
     """Load averages of the containers that read /proc/loadavg. Not thread-safe: used from the
     trio thread only (FUSE handlers and the sampler)."""
 
-    def __init__(self, count: Counter, *, clock: Callable[[], float] = trio.current_time,
+    def __init__(self, count: Counter, *, sample_count: Counter | None = None,
+                 clock: Callable[[], float] = trio.current_time,
                  period: float = LOAD_FREQ, keep: float = 300.0, maxsize: int = 1024) -> None:
-        self.count = count
+        self.count = count  # for a read: may reuse a recent count
+        # for the sampler: never a count a reader took of itself (see above); default `count`
+        self.sample_count = sample_count or count
         self.clock = clock
         self.period = period
         self.keep = keep
@@ -134,7 +137,7 @@ class LoadTracker:
         if n <= 0 and entry.avenrun is not None:
             return
         try:
-            counted = self.count(entry.container)
+            counted = self.sample_count(entry.container)
         except ProcfsError as e:  # the container is gone, or its cgroup is
             log.debug("loadavg: dropping container %s: %s", key, e)
             del self._entries[key]

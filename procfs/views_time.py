@@ -95,9 +95,9 @@ class TimeViews:
         self.hz = hz or clock_ticks()
         # not `tracker or ...`: an empty tracker has len() 0 and is falsy
         if tracker is None:
-            tracker = LoadTracker(self.count_tasks)
+            tracker = LoadTracker(self.count_tasks, sample_count=self.count_tasks_now)
         else:  # a kept tracker keeps its history, and counts with these views (new code)
-            tracker.count = self.count_tasks
+            tracker.count, tracker.sample_count = self.count_tasks, self.count_tasks_now
         self.loads = tracker
         self._last = _LastValues()
         # Counts of the container's tasks by state, reused for `task_ttl` s: they cost a read of
@@ -121,8 +121,13 @@ class TimeViews:
         """The container's tasks by state (with `waits`: and their time waiting for a CPU; as
         /proc/stat wants them, whose newest pid may then be as old as the counts)."""
         return count_tasks(self.host, c.cgroups, c.pidns_level, waits, self._states,
-                           (c.key, waits),
-                           fresh_newest=not waits, newest=self._newest)
+                           (c.key, waits), fresh_newest=not waits, newest=self._newest)
+
+    def count_tasks_now(self, c: Container) -> TaskCount | None:
+        """Counted afresh, never from (nor into) the reused counts: the load sampler's. A count
+        a read took includes that reader, caught running in its own read (procfs.loadavg)."""
+        return count_tasks(self.host, c.cgroups, c.pidns_level, False, key=(c.key, False),
+                           newest=self._newest)
 
     def cpu_times(self, c: Container, up: float, usage: CpuUsage | None,
                   waited_ns: int = 0) -> tuple[CpuTimes, ...]:

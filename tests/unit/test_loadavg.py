@@ -17,7 +17,7 @@ from procfs.loadavg import EXP, LoadTracker, calc_load, calc_load_n, decay, fixe
 from procfs.resolve import Container, Resolver
 from procfs.views import Views
 from procfs.views_time import TimeViews
-from tests.trees import HOST_PIDNS, FakeHost, v1_cgroup, v2_cgroup
+from tests.trees import HOST_PIDNS, FakeHost, ManualClock, v1_cgroup, v2_cgroup
 
 # Produced by compiling the kernel's calc_load()/fixed_power_int() (kernel/sched/loadavg.c,
 # include/linux/sched/loadavg.h) in a small C program and feeding it this sequence of active
@@ -223,3 +223,20 @@ def test_server_wiring_samples_the_tracker_the_file_reads() -> None:
     assert tracker.run in s.background
     node = next(n for n in time_nodes(s) if n.path == "proc/loadavg")
     assert node.render.__self__.loads is tracker  # type: ignore[attr-defined]
+
+
+def test_the_sampler_never_seeds_from_a_count_a_read_took(tmp_path: Path) -> None:
+    """Reads may reuse a count for 0.5 s, but a read's count holds the reader itself, caught
+    running: the sampler counts afresh (an idle container would otherwise show load 1)."""
+    host, _, c, times = world(tmp_path, 2)
+    clock = ManualClock(100.0)
+    # as the server builds it: a kept tracker, given its counters by the views
+    t = TimeViews(times.host, times.views, boottime=lambda: 100.0, realtime=lambda: 1e9, hz=100,
+                  tracker=LoadTracker(lambda x: None, clock=clock), task_ttl=0.5, clock=clock)
+    set_states(host, {201: "R"})  # the reader, running in its own read
+    assert t.loads.read(c).running == 1
+    set_states(host, {201: "S"})  # asleep again
+    clock.now += 0.1
+    assert t.loads.read(c).running == 1  # a read within 0.5 s: the count reused
+    t.loads.sample(c.key)
+    assert t.loads.read(c).avenrun == (0, 0, 0)  # seeded from a fresh count: nothing active
