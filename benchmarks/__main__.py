@@ -10,6 +10,7 @@ from pathlib import Path
 
 from benchmarks.report import machine, write
 from benchmarks.run import Bench, Options, Results, sigterm_as_interrupt
+from procfs.shards import parse_workers
 
 
 def _ints(text: str) -> list[int]:
@@ -27,6 +28,8 @@ def parse(argv: list[str] | None) -> Options:
     p.add_argument("--readers", type=_ints, default=None, help="concurrent readers (8,32)")
     p.add_argument("--tput-at", choices=["max", "all"], default="max",
                    help="measure throughput at the largest N only (default) or at every N")
+    p.add_argument("--procfs-workers", type=parse_workers, default="auto", metavar="K",
+                   help="`procfs serve --workers` (default auto: one per CPU, at most 4)")
     p.add_argument("--procfs-args", default="",
                    help="extra options for `procfs serve`, e.g. '--cache-ttl 0'")
     p.add_argument("--floor-workers", type=int, default=1, metavar="K",
@@ -35,6 +38,7 @@ def parse(argv: list[str] | None) -> Options:
                    help="results directory (benchmarks/results; --quick: benchmarks/results/quick)")
     a = p.parse_args(argv)
     o = Options(tput_at=a.tput_at, procfs_args=shlex.split(a.procfs_args),
+                procfs_workers=str(a.procfs_workers),
                 floor_workers=max(a.floor_workers, 1))
     if a.quick:
         o.ns, o.reads, o.tput_seconds, o.quick = [1, 2], 200, 0.2, True
@@ -53,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         print("benchmarks: needs root (cgroups, namespaces, FUSE mounts)", file=sys.stderr)
         return 2
     options = {"ns": o.ns, "reads": o.reads, "tput_seconds": o.tput_seconds,
-               "readers": list(o.concurrency), "tput_at": o.tput_at, "procfs_args": o.procfs_args,
+               "readers": list(o.concurrency), "tput_at": o.tput_at,
+               "procfs_workers": int(o.procfs_workers), "procfs_args": o.procfs_args,
                "floor_workers": o.floor_workers}
     results = Results(files=[], skipped=[], options=options, machine=machine())
     try:

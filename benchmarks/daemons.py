@@ -30,9 +30,18 @@ def cpu_seconds(pid: int) -> float:
 
 
 def rss_bytes(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
+    return _kib(f"/proc/{pid}/status", "VmRSS:")
+
+
+def pss_bytes(pid: int) -> int:
+    """Proportional set size: pages shared with other processes counted by their share."""
+    return _kib(f"/proc/{pid}/smaps_rollup", "Pss:")
+
+
+def _kib(path: str, key: str) -> int:
+    with contextlib.suppress(OSError), open(path) as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(key):
                 return int(line.split()[1]) * 1024
     return 0
 
@@ -84,8 +93,30 @@ class Daemon(Server):
         return self.proc.pid
 
     def cpu_seconds(self) -> float:
-        """CPU time of every process serving its mount."""
-        return cpu_seconds(self.pid)
+        """CPU time of every process serving its mount(s)."""
+        return sum(cpu_seconds(pid) for pid in self.pids())
+
+    def rss_bytes(self) -> int:
+        """Resident memory of all its processes, summed (pages they share counted in each)."""
+        return sum(rss_bytes(pid) for pid in self.pids())
+
+    def pss_bytes(self) -> int:
+        """The same, shared pages counted once: what the processes cost the host together."""
+        return sum(pss_bytes(pid) for pid in self.pids())
+
+    def pids(self) -> list[int]:
+        """The daemon and the processes it started to serve with it (procfs's shards, the
+        floor's workers): the children of every thread (trio starts processes from a worker
+        thread, and a child is listed under the thread that made it)."""
+        if self.proc is None:
+            return []
+        pids = [self.proc.pid]
+        with contextlib.suppress(OSError):
+            for tid in os.listdir(f"/proc/{self.proc.pid}/task"):
+                with contextlib.suppress(OSError), \
+                        open(f"/proc/{self.proc.pid}/task/{tid}/children") as f:
+                    pids += [int(x) for x in f.read().split()]
+        return pids
 
     def stop(self) -> None:
         super().stop()
@@ -135,25 +166,13 @@ class Floor(Daemon):
         super().start(timeout)
         # it mounts, answers FUSE_INIT, and only then forks its workers
         deadline = time.monotonic() + timeout
-        while len(self.worker_pids()) < self.workers - 1:
+        while len(self.pids()) < self.workers:
             if time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError(f"floor: {self.workers - 1} workers did not start")
             time.sleep(0.02)
         return self
 
-    def cpu_seconds(self) -> float:
-        return sum(cpu_seconds(pid) for pid in [self.pid, *self.worker_pids()])
-
-    def worker_pids(self) -> list[int]:
-        """The processes it forked to serve the connection with it (--workers)."""
-        if self.proc is None:
-            return []
-        try:
-            with open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children") as f:
-                return [int(x) for x in f.read().split()]
-        except OSError:
-            return []
 
 
-Procfs = Daemon  # `procfs serve`, exactly as the tests start it
+Procfs = Daemon  # `procfs serve`, exactly as the tests start it (--workers: with its shards)

@@ -116,11 +116,15 @@ def markdown(r: Results) -> str:
                      for s in SERVERS]
             lines.append(f"| {_short(f)} | " + " | ".join(cells) + " |")
         lines.append("")
-    lines += ["## Resident memory (VmRSS, MiB) after the measurements at each N", "",
+    lines += ["## Resident memory after the measurements at each N", "",
+              "MiB of VmRSS, summed over all the processes of a server (with `--workers`, "
+              "procfs's shards too; pages they share counted in each); PSS in parentheses "
+              "(shared pages counted once).", "",
               "| N | procfs | LXCFS | floor | setup s |", "|---:|---:|---:|---:|---:|"]
     for n in ns:
-        rss = r.rss.get(n, {})
-        cells = [f"{rss.get(s, 0) / (1 << 20):.1f}" for s in SERVERS]
+        rss, pss = r.rss.get(n, {}), r.pss.get(n, {})
+        cells = [f"{rss.get(s, 0) / (1 << 20):.1f} ({pss.get(s, 0) / (1 << 20):.1f})"
+                 for s in SERVERS]
         lines.append(f"| {n} | " + " | ".join(cells) + f" | {r.setup_seconds.get(n, 0):.0f} |")
     lines.append("")
     errors = sum(v["errors"] for by_f in r.latency.values() for by in by_f.values()
@@ -155,8 +159,9 @@ def targets(r: Results) -> list[tuple[str, bool, str]]:
                     ratios[f_min] >= 1.0,
                     f"worst procfs/LXCFS {ratios[f_min]:.2f} ({_short(f_min)})"))
     rss = r.rss[hi]["procfs"]
-    out.append((f"RSS ≤ 64 MiB with {hi} containers seen", rss <= RSS_LIMIT,
-                f"{rss / (1 << 20):.1f} MiB"))
+    pss = r.pss.get(hi, {}).get("procfs", 0)
+    out.append((f"RSS ≤ 64 MiB with {hi} containers seen (all processes)", rss <= RSS_LIMIT,
+                f"{rss / (1 << 20):.1f} MiB (PSS {pss / (1 << 20):.1f} MiB)"))
     if hi != lo:
         growth = {f: r.latency[hi][f]["procfs"]["p50"] / r.latency[lo][f]["procfs"]["p50"]
                   for f in r.latency[hi]}

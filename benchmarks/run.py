@@ -19,8 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.daemons import Daemon, Floor, Lxcfs, Procfs, ensure_lxcfs, rss_bytes
+from benchmarks.daemons import Daemon, Floor, Lxcfs, Procfs, ensure_lxcfs
+from procfs.hostproc import HostProc
 from procfs.sandbox import Cgroup, Limits, Sandbox, served_paths, unique_name
+from procfs.shards import choose
 
 FILES = (
     "proc/meminfo",
@@ -46,6 +48,7 @@ class Options:
     tput_at: str = "max"  # "max": throughput at the largest N only; "all": at every N
     out: Path = RESULTS
     quick: bool = False
+    procfs_workers: str = "auto"  # `procfs serve --workers`
     procfs_args: list[str] = field(default_factory=list)  # extra `procfs serve` options
     floor_workers: int = 1  # processes serving the floor's one connection (a lever measured)
 
@@ -63,6 +66,7 @@ class Results:
         default_factory=dict)
     # rss[n][server] = bytes after the measurements at n
     rss: dict[int, dict[str, int]] = field(default_factory=dict)
+    pss: dict[int, dict[str, int]] = field(default_factory=dict)  # the same, as PSS
     setup_seconds: dict[int, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
@@ -83,10 +87,12 @@ class Container:
                              quota=(50_000 + 1_000 * (index % 100), 100_000),
                              cpus="0" if index % 2 == 0 else None)
         self.sandbox: Sandbox | None = None
+        self.pidns = 0
 
     def start(self) -> Container:
         self.cgroup.create(self.limits)
         self.sandbox = Sandbox(self.cgroup, None).start()
+        self.pidns = HostProc().pid_ns(self.sandbox.pid)
         return self
 
     def popen(self, argv: Sequence[str], **kw: Any) -> subprocess.Popen[str]:
@@ -124,14 +130,19 @@ class Bench:
         self.reader = ""
         self.files: list[str] = []
 
-    def path(self, server: str, rel: str) -> str:
-        return os.path.join(self.daemons[server].mountpoint, rel)
+    def path(self, server: str, rel: str, c: Container) -> str:
+        """Where `c` reads `rel` from `server`: for procfs, the mount `procfs attach` would
+        bind it from (with --workers, one of its shards)."""
+        mount = self.daemons[server].mountpoint
+        if server == "procfs":
+            mount = choose(mount, c.pidns)
+        return os.path.join(mount, rel)
 
     # Set-up
 
     def start_daemons(self, stack: contextlib.ExitStack) -> list[str]:
         lxcfs = ensure_lxcfs()
-        procfs = Procfs(self.o.procfs_args)
+        procfs = Procfs(["--workers", self.o.procfs_workers, *self.o.procfs_args])
         stack.callback(procfs.stop)
         procfs.start()
         self.daemons["procfs"] = procfs
@@ -157,9 +168,9 @@ class Bench:
             c = Container(len(self.containers))
             self.containers.append(c)  # before start: stopped on failure too
             c.start()
-        paths = [self.path(s, f) for s in SERVERS for f in self.files]
         batch: list[subprocess.Popen[str]] = []
         for c in self.containers[first:]:
+            paths = [self.path(s, f, c) for s in SERVERS for f in self.files]
             batch.append(c.popen([self.reader, "once", *paths], stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE))
             if len(batch) >= 16:
@@ -175,7 +186,7 @@ class Bench:
     def latency(self, rel: str) -> dict[str, dict[str, float]]:
         """p50/p99 of open+read+close from container 0, the three servers interleaved."""
         c = self.containers[0]
-        paths = [self.path(s, rel) for s in SERVERS]
+        paths = [self.path(s, rel, c) for s in SERVERS]
         _communicate(c.popen([self.reader, "lat", "50", *paths], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE), 120)  # warm-up
         cpu0 = {s: self.daemons[s].cpu_seconds() for s in SERVERS}
@@ -191,11 +202,11 @@ class Bench:
 
     def throughput(self, server: str, rel: str, readers: int) -> dict[str, float]:
         """Total reads/s of `readers` concurrent readers, spread over the containers."""
-        path = self.path(server, rel)
         procs = []
         try:
             for i in range(readers):
                 c = self.containers[i % len(self.containers)]
+                path = self.path(server, rel, c)
                 procs.append(c.popen([self.reader, "tput", str(self.o.tput_seconds), path],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE))
@@ -243,7 +254,8 @@ class Bench:
                             by_file[f] = {s: self.throughput(s, f, readers) for s in order}
                         by_readers[readers] = by_file
                     results.tput[n] = by_readers
-                results.rss[n] = {s: rss_bytes(self.daemons[s].pid) for s in SERVERS}
+                results.rss[n] = {s: self.daemons[s].rss_bytes() for s in SERVERS}
+                results.pss[n] = {s: self.daemons[s].pss_bytes() for s in SERVERS}
                 for s, d in self.daemons.items():
                     if d.proc is not None and d.proc.poll() is not None:
                         raise RuntimeError(f"{s} exited:\n{d.log()}")

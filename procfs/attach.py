@@ -43,6 +43,7 @@ from procfs.nsmount import (
     setns,
     umount,
 )
+from procfs.shards import choose
 from procfs.state import Attachment, StateFile
 
 DEFAULT_MOUNT = "/var/lib/procfs"
@@ -338,8 +339,9 @@ class Attacher:
     """attach/detach with one server mount, one state file and one /proc."""
 
     def __init__(self, mount: str = DEFAULT_MOUNT, state: StateFile | None = None,
-                 proc_root: str = "/proc") -> None:
+                 proc_root: str = "/proc", spread: bool = False) -> None:
         self.mount = mount
+        self.spread = spread  # bind from one of the server's shards (`serve --workers`)
         self.state = state
         self.proc_root = proc_root
         self.host = HostProc(proc_root)
@@ -382,12 +384,13 @@ class Attacher:
     def attach(self, pid: int, *, rootfs: str | None = None, files: Sequence[str] | None = None,
                container_id: str | None = None) -> Result:
         start, pidns, mntns = self._identity(pid)
-        dev = server_dev(self.mount, self.proc_root)
+        mount = choose(self.mount, pidns) if self.spread else self.mount
+        dev = server_dev(mount, self.proc_root)
         prefix = self._prefix(pid, rootfs)
         self._check_target(pid, mntns, prefix)
-        served = served_files(self.mount)
+        served = served_files(mount)
         wanted = tuple(f for f in served if files is None or f in files)
-        t = Target(pid, prefix, self.mount, dev, wanted)
+        t = Target(pid, prefix, mount, dev, wanted)
         res = Result(**_in_child(_attach_child, t, self.proc_root))
         if self.state is not None:
             previous = self.state.find(pid)
@@ -395,7 +398,7 @@ class Attacher:
             if res.attached:
                 self.state.record(Attachment(
                     pid=pid, start_ticks=start, pidns=pidns, mntns=mntns,
-                    mountpoint=os.path.realpath(self.mount), rootfs=rootfs,
+                    mountpoint=os.path.realpath(mount), rootfs=rootfs,
                     files=tuple(res.attached), created=tuple(created),
                     container_id=container_id, attached_at=time.time()))
         return res

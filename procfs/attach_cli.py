@@ -24,7 +24,7 @@ def _target(args: argparse.Namespace, attacher: Attacher) -> int:
 
 def _attacher(args: argparse.Namespace) -> Attacher:
     state = None if args.no_state else StateFile(args.state)
-    return Attacher(args.mount, state)
+    return Attacher(args.mount, state, spread=True)
 
 
 def _attach_or_detach(args: argparse.Namespace, verb: str) -> int:

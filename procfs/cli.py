@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
 import sys
 import time
+from typing import Any
 
 import trio
 
 from procfs.cgroup_cpu import CpuViewMode
 from procfs.control import DEFAULT_DIR as DEFAULT_CONTROL_DIR
+from procfs.errors import ProcfsError
 from procfs.fusectl import DEFAULT_MAX_BACKGROUND
 from procfs.rendercache import DEFAULT_TTL
 from procfs.runtime import ServerRecord
@@ -35,6 +38,10 @@ def _serve(args: argparse.Namespace) -> int:
         max_background=args.max_background,
         control_dir=args.control_dir,
         kmsg=kmsg,
+        workers=args.workers,
+        shard_of=args.shard_of,
+        lifeline=args.lifeline,
+        verbose=args.verbose,
     )
     try:
         trio.run(serve, config)
@@ -44,56 +51,96 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _workers(text: str) -> int:
+    from procfs.shards import parse_workers
+
+    try:
+        return parse_workers(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _reload(args: argparse.Namespace) -> int:
     if args.mount:
         record = ServerRecord.of(args.mount)
         records = [record] if record is not None else []
     else:
         records = ServerRecord.all()
-    live = [r for r in records if r.alive()]
+    # A shard reloads with its server, which passes the SIGHUP on.
+    live = [r for r in records if r.alive() and not r.shard_of]
     if not live:
         where = args.mount or "any mountpoint"
         print(f"procfs: no running server for {where}", file=sys.stderr)
         return 1
     failed = 0
     for record in live:
-        outcome = _signal_reload(record, args.timeout)
-        print(f"{record.mountpoint}: {outcome}")
-        failed += not outcome.startswith("reloaded")
+        for mountpoint, outcome in _signal_reload(record, args.timeout):
+            print(f"{mountpoint}: {outcome}")
+            failed += not outcome.startswith("reloaded")
     return 1 if failed else 0
 
 
-def _signal_reload(record: ServerRecord, timeout: float) -> str:
-    before = record.generation
+def _signal_reload(record: ServerRecord, timeout: float) -> list[tuple[str, str]]:
+    """SIGHUP the server; the outcome of its reload and of each of its shards'."""
+    servers = [record, *(r for r in map(ServerRecord.of, record.shards)
+                         if r is not None and r.alive())]
     os.kill(record.pid, signal.SIGHUP)
     deadline = time.monotonic() + timeout
+    return [(r.mountpoint, _outcome(r, deadline)) for r in servers]
+
+
+def _outcome(record: ServerRecord, deadline: float) -> str:
     while time.monotonic() < deadline:
         now = ServerRecord.of(record.mountpoint)
         if now is None or now.pid != record.pid:
             return "the server went away"
-        if now.generation > before:
+        if now.generation > record.generation:
             r = now.reload
             if r.get("ok"):
                 return (f"reloaded {r.get('modules')} modules, {r.get('files')} files "
                         f"in {1000 * float(r.get('seconds', 0)):.0f} ms")
             return f"reload failed, the old code still serves: {r.get('error')}"
         time.sleep(0.02)
-    return f"no answer within {timeout:.0f} s"
+    return "no answer in time"
+
+
+def _served_by(mountpoint: str) -> list[str]:
+    """The server of `mountpoint` and its live shards (`serve --workers`), server first."""
+    from procfs.shards import serving
+
+    record = ServerRecord.of(mountpoint)
+    return [mountpoint, *(m for m in (record.shards if record else []) if serving(m))]
+
+
+def _kmsg_at(args: argparse.Namespace, servers: list[str], cmd: str, **kw: Any) -> Any:
+    """The first answer of `cmd` among the servers (a ring lives in its container's shard)."""
+    from procfs.control import ControlError, request, socket_path
+
+    first: ControlError | None = None
+    for m in servers:
+        try:
+            return request(socket_path(m, args.control_dir), cmd, target=args.target, **kw)
+        except ControlError as e:
+            first = first or e
+    assert first is not None
+    raise first
 
 
 def _kmsg(args: argparse.Namespace) -> int:
     from procfs.control import ControlError, request, socket_path
+    from procfs.hostproc import HostProc
+    from procfs.shards import choose
 
-    path = socket_path(args.mountpoint, args.control_dir)
+    servers = _served_by(args.mountpoint)
     try:
         if args.action == "list":
-            result = request(path, "kmsg.list")
             print(f"{'RING':<28} {'INIT':>8} {'STATE':<5} {'RECORDS':>7} {'BYTES':>8} MEMCG")
-            for r in result["rings"]:
-                print(f"{r['id']:<28} {r['init']:>8} {'alive' if r['alive'] else 'gone':<5} "
-                      f"{r['records']:>7} {r['bytes']:>8} {r['memory_cgroup'] or '-'}")
+            for m in servers:
+                for r in request(socket_path(m, args.control_dir), "kmsg.list")["rings"]:
+                    print(f"{r['id']:<28} {r['init']:>8} {'alive' if r['alive'] else 'gone':<5} "
+                          f"{r['records']:>7} {r['bytes']:>8} {r['memory_cgroup'] or '-'}")
         elif args.action == "show":
-            result = request(path, "kmsg.show", target=args.target)
+            result: Any = _kmsg_at(args, servers, "kmsg.show")
             for rec in result["records"]:
                 if args.raw:
                     print(f"{rec['pri']},{rec['seq']},{rec['ts_usec']},-;{rec['text']}")
@@ -101,8 +148,16 @@ def _kmsg(args: argparse.Namespace) -> int:
                     sec, usec = divmod(rec["ts_usec"], 1_000_000)
                     print(f"[{sec:5d}.{usec:06d}] {rec['text']}")
         else:
-            result = request(path, "kmsg.append", target=args.target,
-                             text=" ".join(args.text), level=args.level)
+            text = " ".join(args.text)
+            try:  # the ring where it is, or else in the shard its container is attached from
+                result = _kmsg_at(args, servers, "kmsg.append", text=text, level=args.level,
+                                  create=False)
+            except ControlError:
+                home = [args.mountpoint]
+                if args.target.isdigit() and len(servers) > 1:
+                    with contextlib.suppress(ProcfsError, OSError):
+                        home = [choose(args.mountpoint, HostProc().pid_ns(int(args.target)))]
+                result = _kmsg_at(args, home, "kmsg.append", text=text, level=args.level)
             print(f"{result['ring']} seq {result['seq']}")
     except ControlError as e:
         print(f"procfs kmsg: {e}", file=sys.stderr)
@@ -115,8 +170,12 @@ def _stats(args: argparse.Namespace) -> int:
 
     from procfs.control import ControlError, request, socket_path
 
+    servers = _served_by(args.mountpoint)
     try:
         result = request(socket_path(args.mountpoint, args.control_dir), "stats")
+        if len(servers) > 1:
+            result["shards"] = {m: request(socket_path(m, args.control_dir), "stats")
+                                for m in servers[1:]}
     except ControlError as e:
         print(f"procfs stats: {e}", file=sys.stderr)
         return 1
@@ -144,6 +203,13 @@ def parser() -> argparse.ArgumentParser:
                    help="FUSE requests (releases) the kernel may have outstanding in the "
                         "background (default %(default)s; the kernel's 12 lets releases pile "
                         "up under load; 0: leave it)")
+    s.add_argument("--workers", type=_workers, default=1, metavar="K",
+                   help="processes serving, each on a mount of its own; containers are "
+                        "spread over them by `procfs attach` (default %(default)s; `auto`: one "
+                        "per CPU, at most 4)")
+    # Set by a server for its shards (procfs.supervise).
+    s.add_argument("--shard-of", default="", help=argparse.SUPPRESS)
+    s.add_argument("--lifeline", type=int, default=-1, help=argparse.SUPPRESS)
     s.add_argument("--fuse-debug", action="store_true", help="libfuse's request log")
     s.add_argument("--kmsg-ring-size", type=int, default=256 << 10, metavar="BYTES",
                    help="each container's kernel log ring (default %(default)s)")

@@ -4,7 +4,9 @@ dead server's mount from a live one.
 
 `servers/<hash of the mountpoint>.json`: {"pid", "start" (the pid's start time in clock ticks:
 a reused pid never matches), "mountpoint", "generation" (reloads done), "reload" (the last
-reload's outcome)}. Written atomically (temporary file + rename); removed on a clean exit.
+reload's outcome), "shards" (the mountpoints of the other processes it runs, `--workers`),
+"shard_of" (a shard's: the mountpoint of the server that runs it)}. Written atomically
+(temporary file + rename); removed on a clean exit.
 """
 
 from __future__ import annotations
@@ -58,6 +60,8 @@ class ServerRecord:
     mountpoint: str
     generation: int = 0
     reload: dict[str, Any] = field(default_factory=dict)
+    shards: list[str] = field(default_factory=list)
+    shard_of: str = ""
 
     @staticmethod
     def path_for(mountpoint: str, real: bool = False) -> str:
@@ -78,7 +82,9 @@ class ServerRecord:
         data = read_json(path)
         try:
             return cls(int(data["pid"]), int(data["start"]), str(data["mountpoint"]),
-                       int(data.get("generation", 0)), dict(data.get("reload") or {}))
+                       int(data.get("generation", 0)), dict(data.get("reload") or {}),
+                       [str(m) for m in data.get("shards") or []],
+                       str(data.get("shard_of") or ""))
         except (TypeError, KeyError, ValueError):
             return None
 

@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 
 import pyfuse3
@@ -22,6 +23,8 @@ from procfs.registry import all_nodes
 from procfs.reload import ReloadError, reload_code
 from procfs.runtime import ServerRecord
 from procfs.services import Config, Services
+from procfs.shards import shard_mountpoints
+from procfs.supervise import Shard, start_shards, watch_lifeline
 
 log = logging.getLogger(__name__)
 
@@ -127,10 +130,12 @@ def reload_server(ops: ProcFS, services: Services, record: ServerRecord) -> bool
 
 
 async def _watch_signals(cancel: trio.CancelScope, ops: ProcFS, services: Services,
-                         record: ServerRecord) -> None:
+                         record: ServerRecord, shards: list[Shard]) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async for signum in signals:
             if signum == signal.SIGHUP:
+                for shard in shards:
+                    shard.signal(signal.SIGHUP)
                 reload_server(ops, services, record)
                 continue
             log.info("%s: unmounting", signal.Signals(signum).name)
@@ -139,22 +144,46 @@ async def _watch_signals(cancel: trio.CancelScope, ops: ProcFS, services: Servic
             return
 
 
+def shard_argv(config: Config, mountpoint: str) -> list[str]:
+    """`procfs serve` for one shard of the server `config` describes: the same options."""
+    c = config
+    argv = [sys.executable, "-m", "procfs", *["-v"] * c.verbose, "serve", mountpoint,
+            "--shard-of", os.path.realpath(c.mountpoint), "--proc-root", c.proc_root,
+            "--sys-root", c.sys_root, "--cpu-view", c.cpu_view.value,
+            "--cache-ttl", repr(c.cache_ttl), "--max-background", str(c.max_background),
+            "--control-dir", c.control_dir, "--kmsg-ring-size", str(c.kmsg.ring_bytes),
+            "--kmsg-host-log", c.kmsg.host_log or ""]
+    if c.cgroup_root:
+        argv += ["--cgroup-root", c.cgroup_root]
+    if c.fuse_debug:
+        argv.append("--fuse-debug")
+    return argv
+
+
 async def serve(config: Config) -> None:
     check_mountpoint(config.mountpoint)
     services = Services.build(config)
     ops = ProcFS(all_nodes(services), services.resolver, services.render_cache)
     services.control.register("stats", ops.stats, "open files and requests in progress")
     record = ServerRecord.mine(config.mountpoint, services.host)
+    record.shard_of = config.shard_of
+    record.shards = shard_mountpoints(config.mountpoint, config.workers)
+    shards = [Shard(shard_argv(config, m), m) for m in record.shards]
     try:
         async with trio.open_nursery() as nursery:
             for task in services.background:
                 await nursery.start(task)
+            # Before our own mount: a container attached once we serve finds its shard serving.
+            await start_shards(nursery, shards)
             pyfuse3.init(ops, config.mountpoint, mount_options(config))
             log.info("serving %d files at %s", len(ops.files), config.mountpoint)
             try:
                 record.save()
-                nursery.start_soon(_watch_signals, nursery.cancel_scope, ops, services, record)
+                nursery.start_soon(_watch_signals, nursery.cancel_scope, ops, services, record,
+                                   shards)
                 nursery.start_soon(repair_attached, record.mountpoint)
+                if config.lifeline >= 0:
+                    nursery.start_soon(watch_lifeline, config.lifeline, nursery.cancel_scope)
                 nursery.start_soon(tune_connection, config.mountpoint, config.max_background)
                 sd_notify("READY=1")
                 await pyfuse3.main()

@@ -39,6 +39,10 @@ class Config:
     max_background: int = DEFAULT_MAX_BACKGROUND  # the connection's; 0: the kernel's default
     control_dir: str = DEFAULT_DIR
     kmsg: KmsgConfig = field(default_factory=KmsgConfig)
+    workers: int = 1  # processes serving, each on a mount of its own (procfs.shards)
+    shard_of: str = ""  # a shard's: the mountpoint of the server that runs it
+    lifeline: int = -1  # a shard's: EOF on this pipe when that server is gone
+    verbose: int = 0  # -v count, passed on to the shards
 
 
 @dataclass

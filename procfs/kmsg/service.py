@@ -236,7 +236,7 @@ class KmsgService:
         ]}
 
     async def cmd_append(self, args: dict[str, Any]) -> Any:
-        e = self.find(str(args.get("target", "")), create=True)
+        e = self.find(str(args.get("target", "")), create=bool(args.get("create", True)))
         text = str(args.get("text", "")).encode()
         level = int(args.get("level", 6)) & 7
         self.append(e, LOG_KERN * 8 + level, text)  # the host may write as "the kernel"

@@ -55,9 +55,9 @@ def test_floor_with_two_processes_on_one_connection() -> None:
     paths = ["proc/meminfo", "proc/loadavg"]
     floor = Floor(paths, workers=2).start()
     try:
-        workers = floor.worker_pids()
-        assert floor.proc is not None and len(workers) == 1
-        served = [floor.proc.pid, *workers]
+        served = floor.pids()
+        assert floor.proc is not None and len(served) == 2 and served[0] == floor.proc.pid
+        workers = served[1:]
         before = [cpu_seconds(pid) for pid in served]
         want = {}  # the host's files as the floor snapshotted them at its start
         for p in paths:

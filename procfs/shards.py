@@ -1,0 +1,69 @@
+"""Serving from several processes (`procfs serve MOUNT --workers K`): one mount per process.
+
+One Python process renders one file at a time. When a host's containers read faster than one core
+renders, the server runs K-1 more servers ("shards"), each a whole `procfs serve` on a mount of its
+own (`<state dir>/shards/<hash of MOUNT>/<i>`), and `procfs attach` binds each container's files
+from one of the K mounts, chosen by the container's pid namespace.
+
+Why one mount per process, not K processes reading one FUSE connection: the kernel hands any
+request to any reader of a connection, so the READ of an open file may reach a process that did
+not render it, and a container's /dev/kmsg readers and load average would have to be shared
+between processes. With a mount each, all of a container's files are served by one process, and
+nothing is shared. Every shard answers every caller rightly (each resolves its caller itself):
+the choice only spreads the load, and a container whose shard is down gets another.
+
+The server supervises its shards (procfs.supervise); a restarted shard attaches its containers
+again, as a restarted server does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+from procfs.runtime import ServerRecord, state_dir
+
+MAX_AUTO = 4  # `--workers auto`: one per CPU, at most this many (each costs ~25 MiB)
+GOLDEN = 0x9E3779B97F4A7C15  # Fibonacci hashing: namespace inodes come in strides (one per
+# namespace a container makes), so `inode % K` would send them all to the same process
+
+
+def parse_workers(text: str) -> int:
+    """`--workers`: a count, or `auto` (the CPUs this process may run on, at most MAX_AUTO)."""
+    if text == "auto":
+        return max(1, min(len(os.sched_getaffinity(0)), MAX_AUTO))
+    try:
+        n = int(text)
+    except ValueError:
+        raise ValueError(f"not a worker count: {text!r}") from None
+    if n < 1:
+        raise ValueError(f"workers must be at least 1, not {n}")
+    return n
+
+
+def shard_mountpoints(mountpoint: str, workers: int) -> list[str]:
+    """Where the shards of the server of `mountpoint` mount (none for one worker)."""
+    key = hashlib.sha1(os.path.realpath(mountpoint).encode()).hexdigest()[:16]
+    directory = os.path.join(state_dir(), "shards", key)
+    return [os.path.join(directory, str(i)) for i in range(1, workers)]
+
+
+def serving(mountpoint: str) -> bool:
+    record = ServerRecord.of(mountpoint)
+    return record is not None and record.alive()
+
+
+def choose(mountpoint: str, key: int) -> str:
+    """The mount to bind a container's files from: `mountpoint` or one of its server's shards,
+    picked by `key` (the container's pid namespace inode: the same for all its processes). A shard
+    not serving is passed over."""
+    record = ServerRecord.of(mountpoint)
+    if record is None or not record.shards:
+        return mountpoint
+    spread = (key * GOLDEN) % (1 << 64) >> 32
+    every = [mountpoint, *record.shards]
+    pick = every[spread % len(every)]
+    if pick == mountpoint or serving(pick):
+        return pick
+    live = [mountpoint, *(m for m in record.shards if serving(m))]
+    return live[spread % len(live)]

@@ -1,0 +1,148 @@
+"""`procfs serve --workers 2`: a second process on a mount of its own, containers spread over
+the two by `procfs attach`, each seeing its own numbers; the shard restarted when it dies,
+reloaded and stopped with its server, and gone when the server is killed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+
+from procfs.attach import ExitCode
+from procfs.hostproc import HostProc
+from procfs.runtime import ServerRecord
+from procfs.sandbox import Cgroup, Limits, Sandbox, Server, have, is_mounted
+from procfs.shards import choose
+from procfs.state import StateFile
+
+MIB = 1 << 20
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Records, shard mountpoints and attachments of this test's servers only."""
+    monkeypatch.setenv("PROCFS_STATE", str(tmp_path / "attached.json"))
+    return tmp_path
+
+
+@pytest.fixture
+def two_workers(state_dir: Path) -> Iterator[Server]:
+    with Server(args=["--workers", "2"]) as srv:
+        yield srv
+
+
+def procfs(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "procfs", *args], capture_output=True,
+                          text=True, timeout=60, check=False)
+
+
+def free_total(sb: Sandbox) -> int:
+    line = next(x for x in sb.sh("free -b").splitlines() if x.startswith("Mem:"))
+    return int(line.split()[1])
+
+
+def shard_of(srv: Server) -> ServerRecord:
+    record = ServerRecord.of(srv.mountpoint)
+    assert record is not None and len(record.shards) == 1
+    shard = ServerRecord.of(record.shards[0])
+    assert shard is not None and shard.alive()
+    return shard
+
+
+def wait_for(what: Callable[[], bool], seconds: float, why: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not what():
+        assert time.monotonic() < deadline, why
+        time.sleep(0.05)
+
+
+def one_on_each(srv: Server, stack: ExitStack, make_cgroup: Callable[..., Cgroup]
+                ) -> dict[str, tuple[Sandbox, int]]:
+    """Bare containers (each its own limit) until one would be attached from each mount; those
+    two attached with `procfs attach`. {mount: (container, MiB)}."""
+    boxes: dict[str, tuple[Sandbox, int]] = {}
+    for i in range(16):
+        mib = 64 + 32 * i
+        sb = stack.enter_context(Sandbox(make_cgroup(Limits(memory=mib * MIB)), None))
+        where = choose(srv.mountpoint, HostProc().pid_ns(sb.pid))
+        if where in boxes:
+            continue
+        r = procfs("attach", str(sb.pid), "--mount", srv.mountpoint)
+        assert r.returncode == ExitCode.OK, r.stderr
+        boxes[where] = (sb, mib)
+        if len(boxes) == 2:
+            return boxes
+    raise AssertionError(f"16 pid namespaces, all for {list(boxes)}")
+
+
+def test_containers_spread_over_two_processes(two_workers: Server, state_dir: Path,
+                                              make_cgroup: Callable[..., Cgroup]) -> None:
+    srv = two_workers
+    assert srv.proc is not None
+    shard = shard_of(srv)
+    assert shard.pid != srv.proc.pid and shard.shard_of == os.path.realpath(srv.mountpoint)
+    with ExitStack() as stack:
+        boxes = one_on_each(srv, stack, make_cgroup)
+        assert set(boxes) == {srv.mountpoint, shard.mountpoint}
+        for where, (sb, mib) in boxes.items():
+            assert free_total(sb) == mib * MIB
+            assert sb.sh("getconf _NPROCESSORS_ONLN").strip().isdigit()
+            entry = StateFile().find(sb.pid)
+            assert entry is not None and entry.mountpoint == os.path.realpath(where)
+            # the container's files come from that mount: the same device
+            inside = os.stat(f"/proc/{sb.pid}/root/proc/meminfo").st_dev
+            assert inside == os.stat(os.path.join(where, "proc/meminfo")).st_dev
+
+        # Each container's kernel log lives in the process serving it; the CLI finds it there.
+        if have("dmesg"):
+            for sb, mib in boxes.values():
+                r = procfs("kmsg", srv.mountpoint, "append", str(sb.pid), f"hello {mib}")
+                assert r.returncode == 0, r.stderr
+            for sb, mib in boxes.values():
+                out = sb.run(["dmesg"]).stdout
+                others = [m for _, m in boxes.values() if m != mib]
+                assert f"hello {mib}" in out and f"hello {others[0]}" not in out, out
+            r = procfs("kmsg", srv.mountpoint, "show", str(boxes[shard.mountpoint][0].pid))
+            assert r.returncode == 0 and f"hello {boxes[shard.mountpoint][1]}" in r.stdout
+
+        # `procfs reload` reloads both.
+        r = procfs("reload", "--mount", srv.mountpoint)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert r.stdout.count("reloaded") == 2, r.stdout
+
+        # The shard dies: the server starts it again, and it attaches its container again.
+        os.kill(shard.pid, signal.SIGKILL)
+        sb, mib = boxes[shard.mountpoint]
+
+        def repaired() -> bool:
+            now = ServerRecord.of(shard.mountpoint)
+            if now is None or now.pid == shard.pid or not now.alive():
+                return False
+            out = sb.run(["free", "-b"], check=False)
+            return out.returncode == 0 and f" {mib * MIB} " in out.stdout
+
+        wait_for(repaired, 20, f"shard not back:\n{srv.log()}")
+        assert free_total(boxes[srv.mountpoint][0]) == boxes[srv.mountpoint][1] * MIB
+        new_pid = ServerRecord.of(shard.mountpoint).pid  # type: ignore[union-attr]
+
+    # Stopping the server stops its shard: no mount, process or directory is left.
+    srv.stop()
+    assert not is_mounted(shard.mountpoint) and not is_mounted(srv.mountpoint)
+    assert not os.path.exists(f"/proc/{new_pid}")
+    assert not os.path.exists(shard.mountpoint)
+    assert ServerRecord.of(shard.mountpoint) is None
+
+
+def test_shards_stop_when_their_server_is_killed(two_workers: Server) -> None:
+    shard = shard_of(two_workers)
+    two_workers.kill()  # SIGKILL: no chance to stop the shard itself
+    wait_for(lambda: not is_mounted(shard.mountpoint), 10,
+             "the shard still serves a server that is gone")
+    wait_for(lambda: not shard.alive(), 10, "the shard process lives on")

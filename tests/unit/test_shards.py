@@ -1,0 +1,233 @@
+"""`serve --workers`: where shards mount, which one a container gets, and how the server keeps
+them running (a fake process under trio's MockClock: restarts, back-off, stop)."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from procfs import supervise
+from procfs.hostproc import HostProc
+from procfs.runtime import ServerRecord
+from procfs.shards import MAX_AUTO, choose, parse_workers, shard_mountpoints
+from procfs.supervise import Shard, watch_lifeline
+
+
+@pytest.fixture
+def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("PROCFS_STATE", str(tmp_path / "attached.json"))
+    return tmp_path
+
+
+def test_workers_count() -> None:
+    assert parse_workers("3") == 3
+    auto = parse_workers("auto")
+    assert 1 <= auto <= min(MAX_AUTO, len(os.sched_getaffinity(0)))
+    for bad in ("0", "-2", "many"):
+        with pytest.raises(ValueError):
+            parse_workers(bad)
+
+
+def test_shard_mountpoints_live_under_the_state_dir(state: Path) -> None:
+    assert shard_mountpoints("/mnt/a", 1) == []
+    three = shard_mountpoints("/mnt/a", 3)
+    assert len(three) == 2 and three == shard_mountpoints("/mnt/a", 3)
+    assert all(m.startswith(str(state / "shards") + "/") for m in three)
+    assert [os.path.basename(m) for m in three] == ["1", "2"]
+    assert set(three).isdisjoint(shard_mountpoints("/mnt/b", 3))  # per server
+
+
+def _record(mountpoint: str, alive: bool, shards: list[str] | None = None) -> None:
+    me = os.getpid()
+    start = HostProc().stat(me).start_ticks
+    ServerRecord(me, start if alive else start + 1, mountpoint, shards=shards or []).save()
+
+
+def test_choose_spreads_by_key_and_passes_over_a_shard_down(state: Path) -> None:
+    main, up, down = str(state / "main"), str(state / "s1"), str(state / "s2")
+    assert choose(main, 7) == main  # no record: the mount itself
+    _record(main, True, [up])
+    _record(up, True)
+    # Namespace inodes of containers come in strides (4 namespaces each, here): spread evenly.
+    picks = [choose(main, 4026531840 + 4 * i) for i in range(1000)]
+    assert 400 < picks.count(up) < 600 and picks.count(main) == 1000 - picks.count(up)
+    assert picks == [choose(main, 4026531840 + 4 * i) for i in range(1000)]  # stable
+    _record(main, True, [up, down])
+    _record(down, False)  # its process is not the one recorded: down
+    picks = [choose(main, 4026531840 + 4 * i) for i in range(300)]
+    assert set(picks) == {main, up}  # every key lands on a live mount, both get some
+
+
+def test_record_keeps_shards_and_reads_older_records(state: Path) -> None:
+    r = ServerRecord(1, 2, "/m", shards=["/s/1"], shard_of="")
+    r.save()
+    again = ServerRecord.of("/m")
+    assert again is not None and again.shards == ["/s/1"] and again.shard_of == ""
+    path = ServerRecord.path_for("/old")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    Path(path).write_text('{"pid": 5, "start": 6, "mountpoint": "/old"}')
+    old = ServerRecord.of("/old")
+    assert old is not None and old.shards == [] and old.shard_of == ""
+
+
+class FakeProcess:
+    """Ends by itself `lifetime` seconds after it started (exit 3), or on a signal it heeds."""
+
+    def __init__(self, pid: int, lifetime: float, heeds_term: bool = True) -> None:
+        self.pid = pid
+        self.born = trio.current_time()
+        self.lifetime = lifetime
+        self.heeds_term = heeds_term
+        self.signals: list[int] = []
+        self._code: int | None = None
+        self._ended = trio.Event()
+
+    @property
+    def returncode(self) -> int | None:
+        return self.poll()
+
+    def poll(self) -> int | None:
+        if self._code is None and trio.current_time() >= self.born + self.lifetime:
+            self._code = 3
+        return self._code
+
+    async def wait(self) -> int:
+        with trio.move_on_at(self.born + self.lifetime):
+            await self._ended.wait()
+        code = self.poll()
+        assert code is not None
+        return code
+
+    def send_signal(self, sig: int) -> None:
+        self.signals.append(sig)
+        if sig == signal.SIGKILL or (sig == signal.SIGTERM and self.heeds_term):
+            self._code = -sig
+            self._ended.set()
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
+class Spawner:
+    def __init__(self, lifetimes: list[float], heeds_term: bool = True) -> None:
+        self.lifetimes = lifetimes
+        self.heeds_term = heeds_term
+        self.started: list[float] = []
+        self.procs: list[FakeProcess] = []
+        self.calls: list[tuple[list[str], dict[str, Any]]] = []
+
+    async def __call__(self, argv: list[str], **kw: Any) -> FakeProcess:
+        self.calls.append((argv, kw))
+        life = self.lifetimes[min(len(self.started), len(self.lifetimes) - 1)]
+        self.started.append(trio.current_time())
+        p = FakeProcess(1000 + len(self.procs), life, self.heeds_term)
+        self.procs.append(p)
+        return p
+
+
+def _gaps(times: list[float]) -> list[float]:
+    return [round(b - a, 3) for a, b in itertools.pairwise(times)]
+
+
+async def _supervise(shard: Shard, seconds: float) -> None:
+    async with trio.open_nursery() as nursery:
+        await nursery.start(shard.run)
+        await trio.sleep(seconds)
+        nursery.cancel_scope.cancel()
+
+
+def test_a_dying_shard_restarts_with_a_doubling_pause(tmp_path: Path) -> None:
+    spawn = Spawner([0.0])  # dies at once, every time
+    shard = Shard(["procfs", "serve"], str(tmp_path / "1"), lambda pid: False, spawn)
+    trio.run(_supervise, shard, 100.0, clock=trio.testing.MockClock(autojump_threshold=0))
+    assert _gaps(spawn.started) == [1, 2, 4, 8, 16, 30, 30]
+    assert shard.starts == 8 and shard.proc is None
+    argv, kw = spawn.calls[0]
+    assert argv[:2] == ["procfs", "serve"] and argv[2] == "--lifeline"
+    assert kw["pass_fds"] == (int(argv[3]),)
+    assert "NOTIFY_SOCKET" not in kw["env"]  # systemd hears from the server only
+    assert not (tmp_path / "1").exists()  # its mountpoint removed when it stopped
+
+
+def test_a_shard_that_ran_long_restarts_after_the_shortest_pause(tmp_path: Path) -> None:
+    spawn = Spawner([0.0, 0.0, 0.0, supervise.STEADY + 5, 0.0])
+    shard = Shard(["procfs"], str(tmp_path / "1"), lambda pid: False, spawn)
+    trio.run(_supervise, shard, 80.0, clock=trio.testing.MockClock(autojump_threshold=0))
+    # 0, 1, 3, 7 (runs 65 s), then 1 s again, not 8
+    assert _gaps(spawn.started)[:4] == [1, 2, 4, supervise.STEADY + 5 + 1]
+
+
+def test_started_once_the_shard_serves_or_after_the_start_timeout(tmp_path: Path) -> None:
+    async def main() -> None:
+        serving_at = 0.5
+        spawn = Spawner([1000.0])
+        shard = Shard(["procfs"], str(tmp_path / "1"),
+                      lambda pid: trio.current_time() >= serving_at, spawn)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(shard.run)
+            assert serving_at <= trio.current_time() < serving_at + 2 * supervise.POLL
+            nursery.cancel_scope.cancel()
+        never = Shard(["procfs"], str(tmp_path / "2"), lambda pid: False, Spawner([1000.0]))
+        async with trio.open_nursery() as nursery:
+            t0 = trio.current_time()
+            await nursery.start(never.run)  # the server goes on without it
+            assert trio.current_time() - t0 == pytest.approx(supervise.START_TIMEOUT, abs=0.05)
+            nursery.cancel_scope.cancel()
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+@pytest.mark.parametrize("heeds", [True, False])
+def test_stopping_sends_sigterm_then_sigkill(tmp_path: Path, heeds: bool) -> None:
+    spawn = Spawner([1000.0], heeds_term=heeds)
+    shard = Shard(["procfs"], str(tmp_path / "1"), lambda pid: True, spawn)
+
+    async def main() -> None:
+        await _supervise(shard, 5.0)
+        stopped_at = trio.current_time()
+        assert stopped_at == pytest.approx(5.0 if heeds else 5.0 + supervise.STOP_TIMEOUT,
+                                           abs=0.05)
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    assert len(spawn.procs) == 1  # stopped, not restarted
+    want = [signal.SIGTERM] if heeds else [signal.SIGTERM, signal.SIGKILL]
+    assert spawn.procs[0].signals == want
+
+
+def test_sighup_reaches_a_running_shard_only(tmp_path: Path) -> None:
+    spawn = Spawner([1000.0])
+    shard = Shard(["procfs"], str(tmp_path / "1"), lambda pid: True, spawn)
+    shard.signal(signal.SIGHUP)  # not started: nothing to signal, no error
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(shard.run)
+            shard.signal(signal.SIGHUP)
+            nursery.cancel_scope.cancel()
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    assert spawn.procs[0].signals == [signal.SIGHUP, signal.SIGTERM]
+
+
+def test_a_shard_stops_when_its_lifeline_breaks() -> None:
+    async def main() -> None:
+        r, w = os.pipe()
+        with trio.CancelScope() as scope:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(watch_lifeline, r, scope)
+                await trio.testing.wait_all_tasks_blocked()
+                assert not scope.cancel_called  # the server lives: nothing happens
+                os.close(w)  # the server is gone
+                await trio.sleep_forever()
+        assert scope.cancel_called
+        with pytest.raises(OSError):
+            os.fstat(r)  # closed by the watcher
+
+    trio.run(main)
