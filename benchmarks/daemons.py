@@ -38,6 +38,12 @@ def pss_bytes(pid: int) -> int:
     return _kib(f"/proc/{pid}/smaps_rollup", "Pss:")
 
 
+def private_bytes(pid: int) -> int:
+    """Pages no other process maps."""
+    path = f"/proc/{pid}/smaps_rollup"
+    return _kib(path, "Private_Clean:") + _kib(path, "Private_Dirty:")
+
+
 def _kib(path: str, key: str) -> int:
     with contextlib.suppress(OSError), open(path) as f:
         for line in f:
@@ -95,6 +101,13 @@ class Daemon(Server):
     def cpu_seconds(self) -> float:
         """CPU time of every process serving its mount(s)."""
         return sum(cpu_seconds(pid) for pid in self.pids())
+
+    def resident_bytes(self) -> int:
+        """Resident memory of its processes, each page once: the first's RSS, and the private
+        pages of each other one (what it adds: the pages it shares are the same interpreter,
+        libraries and files as the first's)."""
+        pids = self.pids()
+        return rss_bytes(pids[0]) + sum(private_bytes(pid) for pid in pids[1:]) if pids else 0
 
     def rss_bytes(self) -> int:
         """Resident memory of all its processes, summed (pages they share counted in each)."""

@@ -53,6 +53,9 @@ def _ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}" if b else "–"
 
 
+MIB = 1 << 20
+
+
 def _short(path: str) -> str:
     return path.removeprefix("proc/").replace("sys/devices/system/cpu/", "cpu/")
 
@@ -117,14 +120,15 @@ def markdown(r: Results) -> str:
             lines.append(f"| {_short(f)} | " + " | ".join(cells) + " |")
         lines.append("")
     lines += ["## Resident memory after the measurements at each N", "",
-              "MiB of VmRSS, summed over all the processes of a server (with `--workers`, "
-              "procfs's shards too; pages they share counted in each); PSS in parentheses "
-              "(shared pages counted once).", "",
+              "MiB resident in all the processes of a server (with `--workers`, procfs's "
+              "shards too), each page once: the first process's VmRSS plus the private pages "
+              "of the others. In parentheses: VmRSS summed over the processes (shared pages "
+              "counted in each) / PSS summed.", "",
               "| N | procfs | LXCFS | floor | setup s |", "|---:|---:|---:|---:|---:|"]
     for n in ns:
-        rss, pss = r.rss.get(n, {}), r.pss.get(n, {})
-        cells = [f"{rss.get(s, 0) / (1 << 20):.1f} ({pss.get(s, 0) / (1 << 20):.1f})"
-                 for s in SERVERS]
+        rss, total, pss = r.rss.get(n, {}), r.rss_sum.get(n, {}), r.pss.get(n, {})
+        cells = [f"{rss.get(s, 0) / MIB:.1f} ({total.get(s, 0) / MIB:.1f} / "
+                 f"{pss.get(s, 0) / MIB:.1f})" for s in SERVERS]
         lines.append(f"| {n} | " + " | ".join(cells) + f" | {r.setup_seconds.get(n, 0):.0f} |")
     lines.append("")
     errors = sum(v["errors"] for by_f in r.latency.values() for by in by_f.values()
@@ -159,9 +163,9 @@ def targets(r: Results) -> list[tuple[str, bool, str]]:
                     ratios[f_min] >= 1.0,
                     f"worst procfs/LXCFS {ratios[f_min]:.2f} ({_short(f_min)})"))
     rss = r.rss[hi]["procfs"]
-    pss = r.pss.get(hi, {}).get("procfs", 0)
-    out.append((f"RSS ≤ 64 MiB with {hi} containers seen (all processes)", rss <= RSS_LIMIT,
-                f"{rss / (1 << 20):.1f} MiB (PSS {pss / (1 << 20):.1f} MiB)"))
+    total = r.rss_sum.get(hi, {}).get("procfs", 0)
+    out.append((f"resident memory ≤ 64 MiB with {hi} containers seen", rss <= RSS_LIMIT,
+                f"{rss / MIB:.1f} MiB (VmRSS summed over its processes {total / MIB:.1f})"))
     if hi != lo:
         growth = {f: r.latency[hi][f]["procfs"]["p50"] / r.latency[lo][f]["procfs"]["p50"]
                   for f in r.latency[hi]}

@@ -64,9 +64,12 @@ class Results:
     # tput[n][readers][file][server] = {"rps": reads/s, "cpu_ms_per_1000": ms, "errors": k}
     tput: dict[int, dict[int, dict[str, dict[str, dict[str, float]]]]] = field(
         default_factory=dict)
-    # rss[n][server] = bytes after the measurements at n
+    # rss[n][server] = resident bytes after the measurements at n, each page once
+    # (Daemon.resident_bytes: one process's VmRSS, or with several, the first's + the others'
+    # private pages); rss_sum: VmRSS summed over its processes; pss: PSS summed
     rss: dict[int, dict[str, int]] = field(default_factory=dict)
-    pss: dict[int, dict[str, int]] = field(default_factory=dict)  # the same, as PSS
+    rss_sum: dict[int, dict[str, int]] = field(default_factory=dict)
+    pss: dict[int, dict[str, int]] = field(default_factory=dict)
     setup_seconds: dict[int, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
@@ -254,7 +257,8 @@ class Bench:
                             by_file[f] = {s: self.throughput(s, f, readers) for s in order}
                         by_readers[readers] = by_file
                     results.tput[n] = by_readers
-                results.rss[n] = {s: self.daemons[s].rss_bytes() for s in SERVERS}
+                results.rss[n] = {s: self.daemons[s].resident_bytes() for s in SERVERS}
+                results.rss_sum[n] = {s: self.daemons[s].rss_bytes() for s in SERVERS}
                 results.pss[n] = {s: self.daemons[s].pss_bytes() for s in SERVERS}
                 for s, d in self.daemons.items():
                     if d.proc is not None and d.proc.poll() is not None:

@@ -9,6 +9,10 @@ cache for a while after the server died), unmounts them and moves a fresh `open_
 each file in their place, inside the container's mount namespace. Containers that vanished are
 skipped (and pruned from the state file).
 
+A server also adopts the containers of shards it no longer runs (`serve --workers` lowered
+across a restart): entries recorded for a mount under its shards' directory (`adopt`) that is
+not one of its shards now (`keep`) are attached again from its own mount.
+
 The attach forks a child that does `open_tree` on our own mount, which the server must answer:
 so the server runs the repair in a separate process (`python -m procfs.reattach MOUNTPOINT`,
 one JSON line per container) and goes on serving meanwhile.
@@ -20,6 +24,7 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Sequence
 
 import trio
 
@@ -30,24 +35,35 @@ from procfs.state import Attachment, StateFile
 log = logging.getLogger(__name__)
 
 
-def attached_to(mountpoint: str, state: StateFile) -> list[Attachment]:
-    """The live entries of `mountpoint`. abspath, not realpath: the server calls this, and must
-    not look up paths on its own mount from its only thread."""
+def attached_to(mountpoint: str, state: StateFile, adopt: str = "",
+                keep: Sequence[str] = ()) -> list[Attachment]:
+    """The live entries of `mountpoint`, and of the mounts under `adopt` not in `keep`.
+    abspath, not realpath: the server calls this, and must not look up paths on its own mount
+    from its only thread."""
     mine = os.path.abspath(mountpoint)
+    kept = {os.path.abspath(m) for m in keep}
     try:
         entries = state.load()
     except ProcfsError as e:
         log.error("cannot repair attached containers: %s", e)
         return []
-    return [e for e in entries if os.path.abspath(e.mountpoint) == mine and e.alive(state.host)]
+
+    def ours(path: str) -> bool:
+        path = os.path.abspath(path)
+        return path == mine or (bool(adopt) and path.startswith(os.path.join(adopt, ""))
+                                and path not in kept)
+
+    return [e for e in entries if ours(e.mountpoint) and e.alive(state.host)]
 
 
-def repair(mountpoint: str, state: StateFile | None = None) -> list[dict[str, object]]:
-    """Attach again every live container recorded for `mountpoint`; what was done to each."""
+def repair(mountpoint: str, state: StateFile | None = None, adopt: str = "",
+           keep: Sequence[str] = ()) -> list[dict[str, object]]:
+    """Attach again every live container recorded for `mountpoint` (and the orphans of shards
+    under `adopt` not in `keep`); what was done to each."""
     state = state or StateFile()
     attacher = Attacher(mountpoint, state)
     out: list[dict[str, object]] = []
-    for entry in attached_to(mountpoint, state):
+    for entry in attached_to(mountpoint, state, adopt, keep):
         try:
             res = attacher.attach(entry.pid, rootfs=entry.rootfs, files=entry.files,
                                   container_id=entry.container_id)
@@ -62,14 +78,14 @@ def repair(mountpoint: str, state: StateFile | None = None) -> list[dict[str, ob
     return out
 
 
-async def repair_attached(mountpoint: str) -> None:
+async def repair_attached(mountpoint: str, adopt: str = "", keep: Sequence[str] = ()) -> None:
     """A trio task, started once the fresh mount serves: repair in a child process. Logs what
     it did; never raises."""
     try:
-        if not attached_to(mountpoint, StateFile()):
+        if not attached_to(mountpoint, StateFile(), adopt, keep):
             return
         done = await trio.run_process(
-            [sys.executable, "-m", "procfs.reattach", mountpoint],
+            [sys.executable, "-m", "procfs.reattach", mountpoint, adopt, *keep],
             capture_stdout=True, capture_stderr=True, check=False,
         )
         for line in done.stdout.decode(errors="replace").splitlines():
@@ -82,7 +98,9 @@ async def repair_attached(mountpoint: str) -> None:
 
 
 def main() -> int:
-    for result in repair(sys.argv[1]):
+    args = sys.argv[1:]  # MOUNTPOINT [ADOPT [KEEP...]]
+    adopt = args[1] if len(args) > 1 else ""
+    for result in repair(args[0], adopt=adopt, keep=args[2:]):
         print(json.dumps(result), flush=True)
     return 0
 

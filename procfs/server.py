@@ -168,6 +168,9 @@ async def serve(config: Config) -> None:
     record = ServerRecord.mine(config.mountpoint, services.host)
     record.shard_of = config.shard_of
     record.shards = shard_mountpoints(config.mountpoint, config.workers)
+    # Where shards of this mount live, ours now or a previous run's (adopted when orphaned).
+    shard_root = "" if config.shard_of else \
+        os.path.dirname(shard_mountpoints(config.mountpoint, 2)[0])
     shards = [Shard(shard_argv(config, m), m) for m in record.shards]
     try:
         async with trio.open_nursery() as nursery:
@@ -181,7 +184,7 @@ async def serve(config: Config) -> None:
                 record.save()
                 nursery.start_soon(_watch_signals, nursery.cancel_scope, ops, services, record,
                                    shards)
-                nursery.start_soon(repair_attached, record.mountpoint)
+                nursery.start_soon(repair_attached, record.mountpoint, shard_root, record.shards)
                 if config.lifeline >= 0:
                     nursery.start_soon(watch_lifeline, config.lifeline, nursery.cancel_scope)
                 nursery.start_soon(tune_connection, config.mountpoint, config.max_background)

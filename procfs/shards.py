@@ -44,7 +44,7 @@ def parse_workers(text: str) -> int:
 def shard_mountpoints(mountpoint: str, workers: int) -> list[str]:
     """Where the shards of the server of `mountpoint` mount (none for one worker)."""
     key = hashlib.sha1(os.path.realpath(mountpoint).encode()).hexdigest()[:16]
-    directory = os.path.join(state_dir(), "shards", key)
+    directory = os.path.join(os.path.realpath(state_dir()), "shards", key)
     return [os.path.join(directory, str(i)) for i in range(1, workers)]
 
 

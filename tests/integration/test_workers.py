@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -146,3 +147,32 @@ def test_shards_stop_when_their_server_is_killed(two_workers: Server) -> None:
     wait_for(lambda: not is_mounted(shard.mountpoint), 10,
              "the shard still serves a server that is gone")
     wait_for(lambda: not shard.alive(), 10, "the shard process lives on")
+
+
+def test_fewer_workers_after_a_restart_adopt_the_orphans(state_dir: Path,
+                                                        make_cgroup: Callable[..., Cgroup]
+                                                        ) -> None:
+    """Restarted with --workers 1, the server attaches again, from its own mount, the
+    containers its shard served before."""
+    with ExitStack() as stack:
+        mount = tempfile.mkdtemp(prefix="procfs-mnt-")
+        stack.callback(os.rmdir, mount)  # last: after both servers stopped
+        first = Server(mount, args=["--workers", "2"])
+        stack.callback(first.stop)
+        first.start()
+        shard = shard_of(first)
+        sb, mib = one_on_each(first, stack, make_cgroup)[shard.mountpoint]
+        first.stop()  # the shard stops with it: its container's files answer ENOTCONN
+        out = sb.run(["cat", "/proc/meminfo"], check=False)
+        assert out.returncode != 0 and "not connected" in out.stderr
+        second = Server(mount)
+        stack.callback(second.stop)
+        second.start()
+
+        def adopted() -> bool:
+            out = sb.run(["free", "-b"], check=False)
+            return out.returncode == 0 and f" {mib * MIB} " in out.stdout
+
+        wait_for(adopted, 15, f"not adopted:\n{second.log()}")
+        entry = StateFile().find(sb.pid)
+        assert entry is not None and entry.mountpoint == os.path.realpath(second.mountpoint)

@@ -37,7 +37,7 @@ def test_systemd_unit() -> None:
     assert service["Type"] == "notify"
     assert service["Restart"] == "on-failure"
     assert service["OOMScoreAdjust"] == "-1000"
-    assert service["ExecStart"].split()[1:] == ["serve", "/var/lib/procfs"]
+    assert service["ExecStart"].split()[1:] == ["serve", "--workers", "auto", "/var/lib/procfs"]
     for sandboxing in ("PrivateTmp", "ProtectSystem", "PrivateMounts", "ProtectHome"):
         assert sandboxing not in service  # the mount must land in the host's namespace
     assert unit["Install"]["WantedBy"] == "multi-user.target"
@@ -75,7 +75,11 @@ def test_kubernetes_daemonset() -> None:
     assert volumes["procfs"] == "/var/lib/procfs"
     assert mounts["procfs"]["mountPath"] == "/var/lib/procfs"
     assert mounts["procfs"]["mountPropagation"] == "Bidirectional"
-    assert container["command"][1:] == ["serve", "/var/lib/procfs"]
+    assert container["command"][1:] == ["serve", "--workers", "auto", "/var/lib/procfs"]
+    # the shards mount under the state directory: it must reach the host's hooks too
+    assert volumes["state"] == "/run/procfs"
+    assert mounts["state"]["mountPath"] == "/run/procfs"
+    assert mounts["state"]["mountPropagation"] == "Bidirectional"
 
 
 def test_kubernetes_pod_snippet() -> None:
