@@ -114,7 +114,7 @@ class Daemon(Server):
         return sum(rss_bytes(pid) for pid in self.pids())
 
     def pss_bytes(self) -> int:
-        """The same, shared pages counted once: what the processes cost the host together."""
+        """PSS summed over its processes: each shared page split among all that map it."""
         return sum(pss_bytes(pid) for pid in self.pids())
 
     def pids(self) -> list[int]:
@@ -185,7 +185,6 @@ class Floor(Daemon):
                 raise RuntimeError(f"floor: {self.workers - 1} workers did not start")
             time.sleep(0.02)
         return self
-
 
 
 Procfs = Daemon  # `procfs serve`, exactly as the tests start it (--workers: with its shards)

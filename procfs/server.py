@@ -23,7 +23,7 @@ from procfs.registry import all_nodes
 from procfs.reload import ReloadError, reload_code
 from procfs.runtime import ServerRecord
 from procfs.services import Config, Services
-from procfs.shards import shard_mountpoints
+from procfs.shards import shard_mountpoints, shard_root
 from procfs.supervise import Shard, start_shards, watch_lifeline
 
 log = logging.getLogger(__name__)
@@ -169,8 +169,7 @@ async def serve(config: Config) -> None:
     record.shard_of = config.shard_of
     record.shards = shard_mountpoints(config.mountpoint, config.workers)
     # Where shards of this mount live, ours now or a previous run's (adopted when orphaned).
-    shard_root = "" if config.shard_of else \
-        os.path.dirname(shard_mountpoints(config.mountpoint, 2)[0])
+    orphans_under = "" if config.shard_of else shard_root(config.mountpoint)
     shards = [Shard(shard_argv(config, m), m) for m in record.shards]
     try:
         async with trio.open_nursery() as nursery:
@@ -184,7 +183,8 @@ async def serve(config: Config) -> None:
                 record.save()
                 nursery.start_soon(_watch_signals, nursery.cancel_scope, ops, services, record,
                                    shards)
-                nursery.start_soon(repair_attached, record.mountpoint, shard_root, record.shards)
+                nursery.start_soon(repair_attached, record.mountpoint, orphans_under,
+                                   record.shards)
                 if config.lifeline >= 0:
                     nursery.start_soon(watch_lifeline, config.lifeline, nursery.cancel_scope)
                 nursery.start_soon(tune_connection, config.mountpoint, config.max_background)

@@ -41,10 +41,15 @@ def parse_workers(text: str) -> int:
     return n
 
 
+def shard_root(mountpoint: str) -> str:
+    """The directory of the shards' mountpoints of the server of `mountpoint`."""
+    key = hashlib.sha1(os.path.realpath(mountpoint).encode()).hexdigest()[:16]
+    return os.path.join(os.path.realpath(state_dir()), "shards", key)
+
+
 def shard_mountpoints(mountpoint: str, workers: int) -> list[str]:
     """Where the shards of the server of `mountpoint` mount (none for one worker)."""
-    key = hashlib.sha1(os.path.realpath(mountpoint).encode()).hexdigest()[:16]
-    directory = os.path.join(os.path.realpath(state_dir()), "shards", key)
+    directory = shard_root(mountpoint)
     return [os.path.join(directory, str(i)) for i in range(1, workers)]
 
 
