@@ -123,6 +123,30 @@ async def test_control_commands(proc: FakeProc) -> None:
         await svc.cmd_show({"target": "nope"})
 
 
+async def test_append_makes_a_ring_only_when_asked(proc: FakeProc) -> None:
+    """`procfs kmsg append` asks each process of a `--workers` server with create=False first,
+    so that only the one serving the container (or, failing all, the one it is bound from)
+    makes its ring."""
+    svc = service(proc, trio.current_time)
+    c = container("/c", pidns=8, reaper=200)
+
+    class OneContainer:
+        def resolve(self, pid: int) -> object:
+            return c if pid == 4321 else None
+
+        def containers(self) -> list[object]:
+            return [c]
+
+    svc.resolver = OneContainer()  # type: ignore[assignment]
+    with pytest.raises(NotFound):
+        await svc.cmd_append({"target": "4321", "text": "x", "create": False})
+    assert svc.entries == {}
+    added = await svc.cmd_append({"target": "4321", "text": "x"})  # create: the default
+    assert added["ring"] == "8:200:0"
+    again = await svc.cmd_append({"target": "4321", "text": "y", "create": False})
+    assert again == {"ring": "8:200:0", "seq": added["seq"] + 1}
+
+
 def test_pending_signals() -> None:
     status = "SigQ:\t0/1\nSigPnd:\t0000000000000000\nShdPnd:\t0000000000000102\n" \
              "SigBlk:\t0000000000000002\nSigIgn:\t0000000000000000\n"
