@@ -121,7 +121,8 @@ def test_reload_five_times_under_load(own_server: Server, tmp_path: Path) -> Non
 
 def test_kill9_then_restart_repairs_attached(state_dir: Path) -> None:
     with ExitStack() as stack:
-        first = Server()
+        # Control sockets in the test's directory: the killed server leaves its own behind.
+        first = Server(args=["--control-dir", str(state_dir)])
         stack.callback(first.stop)
         first.start()
         mount = first.mountpoint
@@ -152,7 +153,7 @@ def test_kill9_then_restart_repairs_attached(state_dir: Path) -> None:
             assert out.returncode != 0 and "not connected" in out.stderr
 
         t0 = time.monotonic()
-        second = Server(mountpoint=mount)
+        second = Server(mountpoint=mount, args=["--control-dir", str(state_dir)])
         stack.callback(second.stop)
         second.start()
         pending = dict(boxes)

@@ -35,7 +35,8 @@ def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture
 def two_workers(state_dir: Path) -> Iterator[Server]:
-    with Server(args=["--workers", "2"]) as srv:
+    # Control sockets in the test's directory too: a killed server leaves its own behind.
+    with Server(args=["--workers", "2", "--control-dir", str(state_dir)]) as srv:
         yield srv
 
 
@@ -104,13 +105,15 @@ def test_containers_spread_over_two_processes(two_workers: Server, state_dir: Pa
         # Each container's kernel log lives in the process serving it; the CLI finds it there.
         if have("dmesg"):
             for sb, mib in boxes.values():
-                r = procfs("kmsg", srv.mountpoint, "append", str(sb.pid), f"hello {mib}")
+                r = procfs("kmsg", "--control-dir", str(state_dir), srv.mountpoint, "append",
+                           str(sb.pid), f"hello {mib}")
                 assert r.returncode == 0, r.stderr
             for sb, mib in boxes.values():
                 out = sb.run(["dmesg"]).stdout
                 others = [m for _, m in boxes.values() if m != mib]
                 assert f"hello {mib}" in out and f"hello {others[0]}" not in out, out
-            r = procfs("kmsg", srv.mountpoint, "show", str(boxes[shard.mountpoint][0].pid))
+            r = procfs("kmsg", "--control-dir", str(state_dir), srv.mountpoint, "show",
+                       str(boxes[shard.mountpoint][0].pid))
             assert r.returncode == 0 and f"hello {boxes[shard.mountpoint][1]}" in r.stdout
 
         # `procfs reload` reloads both.
@@ -157,7 +160,7 @@ def test_fewer_workers_after_a_restart_adopt_the_orphans(state_dir: Path,
     with ExitStack() as stack:
         mount = tempfile.mkdtemp(prefix="procfs-mnt-")
         stack.callback(os.rmdir, mount)  # last: after both servers stopped
-        first = Server(mount, args=["--workers", "2"])
+        first = Server(mount, args=["--workers", "2", "--control-dir", str(state_dir)])
         stack.callback(first.stop)
         first.start()
         shard = shard_of(first)
@@ -165,7 +168,7 @@ def test_fewer_workers_after_a_restart_adopt_the_orphans(state_dir: Path,
         first.stop()  # the shard stops with it: its container's files answer ENOTCONN
         out = sb.run(["cat", "/proc/meminfo"], check=False)
         assert out.returncode != 0 and "not connected" in out.stderr
-        second = Server(mount)
+        second = Server(mount, args=["--control-dir", str(state_dir)])
         stack.callback(second.stop)
         second.start()
 
