@@ -92,7 +92,8 @@ class Shard:
         finally:
             with contextlib.suppress(OSError):  # busy while a dead mount is still on it
                 os.rmdir(self.mountpoint)
-                os.rmdir(os.path.dirname(self.mountpoint))
+                os.rmdir(os.path.dirname(self.mountpoint))  # the last shard: its server's
+                os.rmdir(os.path.dirname(os.path.dirname(self.mountpoint)))  # and all servers'
 
     async def _once(self, ready: Callable[[], None]) -> int:
         env = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}  # systemd: ours
