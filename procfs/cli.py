@@ -9,7 +9,7 @@ import os
 import signal
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -20,10 +20,13 @@ from procfs.fusectl import DEFAULT_MAX_BACKGROUND
 from procfs.rendercache import DEFAULT_TTL
 from procfs.runtime import ServerRecord
 
+if TYPE_CHECKING:
+    from procfs.services import Config
 
-def _serve(args: argparse.Namespace) -> int:
+
+def serve_config(args: argparse.Namespace) -> Config:
+    """The server's configuration from `procfs serve`'s options (server.shard_argv: back)."""
     from procfs.kmsg.service import KmsgConfig
-    from procfs.server import UsageError, serve
     from procfs.services import Config
 
     kmsg = KmsgConfig(ring_bytes=args.kmsg_ring_size, host_log=args.kmsg_host_log)
@@ -43,8 +46,14 @@ def _serve(args: argparse.Namespace) -> int:
         lifeline=args.lifeline,
         verbose=args.verbose,
     )
+    return config
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from procfs.server import UsageError, serve
+
     try:
-        trio.run(serve, config)
+        trio.run(serve, serve_config(args))
     except UsageError as e:
         print(f"procfs: {e}", file=sys.stderr)
         return 2
@@ -104,14 +113,6 @@ def _outcome(record: ServerRecord, deadline: float) -> str:
     return "no answer in time"
 
 
-def _served_by(mountpoint: str) -> list[str]:
-    """The server of `mountpoint` and its live shards (`serve --workers`), server first."""
-    from procfs.shards import serving
-
-    record = ServerRecord.of(mountpoint)
-    return [mountpoint, *(m for m in (record.shards if record else []) if serving(m))]
-
-
 def _kmsg_at(args: argparse.Namespace, servers: list[str], cmd: str, **kw: Any) -> Any:
     """The first answer of `cmd` among the servers (a ring lives in its container's shard)."""
     from procfs.control import ControlError, request, socket_path
@@ -129,9 +130,9 @@ def _kmsg_at(args: argparse.Namespace, servers: list[str], cmd: str, **kw: Any) 
 def _kmsg(args: argparse.Namespace) -> int:
     from procfs.control import ControlError, request, socket_path
     from procfs.hostproc import HostProc
-    from procfs.shards import choose
+    from procfs.shards import choose, served_by
 
-    servers = _served_by(args.mountpoint)
+    servers = served_by(args.mountpoint)
     try:
         if args.action == "list":
             print(f"{'RING':<28} {'INIT':>8} {'STATE':<5} {'RECORDS':>7} {'BYTES':>8} MEMCG")
@@ -169,8 +170,9 @@ def _stats(args: argparse.Namespace) -> int:
     import json
 
     from procfs.control import ControlError, request, socket_path
+    from procfs.shards import served_by
 
-    servers = _served_by(args.mountpoint)
+    servers = served_by(args.mountpoint)
     try:
         result = request(socket_path(args.mountpoint, args.control_dir), "stats")
         if len(servers) > 1:

@@ -145,7 +145,8 @@ async def _watch_signals(cancel: trio.CancelScope, ops: ProcFS, services: Servic
 
 
 def shard_argv(config: Config, mountpoint: str) -> list[str]:
-    """`procfs serve` for one shard of the server `config` describes: the same options."""
+    """`procfs serve` for one shard of the server `config` describes: the same options (each
+    one of cli.serve_config's; test_shards checks that they all come back)."""
     c = config
     argv = [sys.executable, "-m", "procfs", *["-v"] * c.verbose, "serve", mountpoint,
             "--shard-of", os.path.realpath(c.mountpoint), "--proc-root", c.proc_root,

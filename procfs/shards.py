@@ -58,6 +58,12 @@ def serving(mountpoint: str) -> bool:
     return record is not None and record.alive()
 
 
+def served_by(mountpoint: str, record: ServerRecord | None = None) -> list[str]:
+    """`mountpoint` and the shards of its server that serve now, `mountpoint` first."""
+    record = record or ServerRecord.of(mountpoint)
+    return [mountpoint, *(m for m in (record.shards if record else []) if serving(m))]
+
+
 def choose(mountpoint: str, key: int) -> str:
     """The mount to bind a container's files from: `mountpoint` or one of its server's shards,
     picked by `key` (the container's pid namespace inode: the same for all its processes). A shard
@@ -70,5 +76,5 @@ def choose(mountpoint: str, key: int) -> str:
     pick = every[spread % len(every)]
     if pick == mountpoint or serving(pick):
         return pick
-    live = [mountpoint, *(m for m in record.shards if serving(m))]
+    live = served_by(mountpoint, record)
     return live[spread % len(live)]

@@ -231,3 +231,26 @@ def test_a_shard_stops_when_its_lifeline_breaks() -> None:
             os.fstat(r)  # closed by the watcher
 
     trio.run(main)
+
+
+def test_a_shard_gets_every_option_of_its_server() -> None:
+    """server.shard_argv repeats `procfs serve`'s options by hand: each one, set away from its
+    default, must come back from the shard's command line (an option forgotten there would leave
+    the shards serving with its default)."""
+    from procfs.cli import parser, serve_config
+    from procfs.server import shard_argv
+
+    argv = ["-vv", "serve", "/mnt/p", "--proc-root", "/p", "--sys-root", "/s",
+            "--cgroup-root", "/c", "--cpu-view", "cpuset", "--cache-ttl", "0.25",
+            "--max-background", "77", "--workers", "3", "--fuse-debug",
+            "--kmsg-ring-size", "4096", "--kmsg-host-log", "", "--control-dir", "/ctl"]
+    server = serve_config(parser().parse_args(argv))
+    default = serve_config(parser().parse_args(["serve", "/mnt/p"]))
+    shard = serve_config(parser().parse_args(shard_argv(server, "/run/s/1")[3:]))  # after -m procfs
+    assert shard.mountpoint == "/run/s/1" and shard.shard_of == os.path.realpath("/mnt/p")
+    assert shard.workers == 1  # a shard runs no shards of its own
+    own = ("mountpoint", "shard_of", "workers", "lifeline")  # set per shard, not passed on
+    for name in vars(server):
+        if name not in own:
+            assert getattr(server, name) != getattr(default, name), f"argv leaves {name} as is"
+            assert getattr(shard, name) == getattr(server, name), name
