@@ -15,19 +15,10 @@ from procfs.attach import FSTYPE, ExitCode, served_files
 from procfs.mountinfo import parse_mountinfo
 from procfs.sandbox import Cgroup, Limits, Sandbox, Server
 from procfs.state import StateFile
+from tests.integration.cli import free_total, procfs
 
 MIB = 1 << 20
 HOST_TOTAL = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-
-
-def procfs(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "procfs", *args], capture_output=True, text=True,
-                          timeout=30)
-
-
-def free_total(sb: Sandbox) -> int:
-    line = next(x for x in sb.sh("free -b").splitlines() if x.startswith("Mem:"))
-    return int(line.split()[1])
 
 
 def binds(pid: int) -> dict[str, int]:

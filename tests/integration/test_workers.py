@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -22,6 +20,7 @@ from procfs.runtime import ServerRecord
 from procfs.sandbox import Cgroup, Limits, Sandbox, Server, have, is_mounted
 from procfs.shards import choose
 from procfs.state import StateFile
+from tests.integration.cli import free_total, procfs
 
 MIB = 1 << 20
 
@@ -38,16 +37,6 @@ def two_workers(state_dir: Path) -> Iterator[Server]:
     # Control sockets in the test's directory too: a killed server leaves its own behind.
     with Server(args=["--workers", "2", "--control-dir", str(state_dir)]) as srv:
         yield srv
-
-
-def procfs(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "procfs", *args], capture_output=True,
-                          text=True, timeout=60, check=False)
-
-
-def free_total(sb: Sandbox) -> int:
-    line = next(x for x in sb.sh("free -b").splitlines() if x.startswith("Mem:"))
-    return int(line.split()[1])
 
 
 def shard_of(srv: Server) -> ServerRecord:
