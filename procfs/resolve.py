@@ -5,8 +5,10 @@ LXCFS: every process of the container, whatever sub-cgroup it sits in, sees the 
 
 Caching is keyed by the pid namespace's inode and validated by the reaper's identity: a pidfd
 where the kernel gives one (alive ⇒ the namespace, and so its inode number, is alive), else the
-reaper's start time. The caller's own pid is never cached: it is looked up on every request, so
-a reused pid cannot carry one container's answer to another.
+reaper's start time. Pidfds are held for at most half of the descriptor limit's worth of
+containers (a host with thousands must not run the server out of descriptors for its own
+reads); the others are validated by start time. The caller's own pid is never cached: it is
+looked up on every request, so a reused pid cannot carry one container's answer to another.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import resource
 import select
 import time
 from collections import OrderedDict
@@ -47,6 +50,7 @@ class Container:
 class _Entry:
     container: Container
     pidfd: int | None
+    poller: select.poll | None  # polls `pidfd` (select() cannot take descriptors past 1023)
     cgroups_read_at: float
 
 
@@ -61,14 +65,22 @@ class Resolver:
         clock: Callable[[], float] = time.monotonic,
         cgroup_ttl: float = 1.0,
         maxsize: int = 4096,
+        pidfds: int | None = None,
     ) -> None:
+        """`pidfds`: the most pidfds to hold (default: half the soft descriptor limit, none for
+        a fixture /proc)."""
         self.host = host
         self.layout = layout
         self.clock = clock
         self.cgroup_ttl = cgroup_ttl
         self.maxsize = maxsize
         self.host_pidns = host.pid_ns("self")
-        self._use_pidfd = os.path.realpath(host.proc_root) == "/proc" and hasattr(os, "pidfd_open")
+        if pidfds is None:
+            real = os.path.realpath(host.proc_root) == "/proc" and hasattr(os, "pidfd_open")
+            pidfds = resource.getrlimit(resource.RLIMIT_NOFILE)[0] // 2 if real else 0
+        self.pidfds = pidfds
+        self._pidfds_held = 0
+        self._pidfd_failed = False  # logged once until a pidfd opens again
         self._cache: OrderedDict[int, _Entry] = OrderedDict()
 
     def resolve(self, pid: int) -> Container | None:
@@ -95,9 +107,8 @@ class Resolver:
         return [e.container for e in list(self._cache.values()) if self._alive(e)]
 
     def _alive(self, entry: _Entry) -> bool:
-        if entry.pidfd is not None:
-            readable, _, _ = select.select([entry.pidfd], [], [], 0)
-            return not readable  # a pidfd turns readable when its process exits
+        if entry.poller is not None:
+            return not entry.poller.poll(0)  # a pidfd turns readable when its process exits
         try:
             c = entry.container
             return self.host.stat(c.reaper).start_ticks == c.reaper_start
@@ -143,12 +154,7 @@ class Resolver:
 
     def _build(self, pid: int, ns: int) -> _Entry:
         reaper, level = self._find_reaper(pid, ns)
-        pidfd = None
-        if self._use_pidfd:
-            try:
-                pidfd = os.pidfd_open(reaper)
-            except OSError as e:
-                raise ProcessGone(f"init {reaper} of {pid} exited") from e
+        pidfd = self._open_pidfd(reaper)
         try:
             start = self.host.stat(reaper).start_ticks
             paths = parse_proc_cgroup(self.host.pid_text(reaper, "cgroup"))
@@ -157,13 +163,41 @@ class Resolver:
             if self.host.pid_ns(reaper) != ns:
                 raise ProcessGone(f"init {reaper} of namespace {ns} exited")
         except BaseException:
-            if pidfd is not None:
-                os.close(pidfd)
+            self._close_pidfd(pidfd)
             raise
         container = Container(ns, reaper, start, CgroupDirs(self.layout, paths), mono, boot,
                               level)
         log.debug("pid %d → container %s (init %d)", pid, container.key, reaper)
-        return _Entry(container, pidfd, self.clock())
+        poller = None
+        if pidfd is not None:
+            poller = select.poll()
+            poller.register(pidfd, select.POLLIN)
+        return _Entry(container, pidfd, poller, self.clock())
+
+    def _open_pidfd(self, reaper: int) -> int | None:
+        """A pidfd of `reaper`, or None: over the budget, or out of descriptors (then its
+        start time validates the entry)."""
+        if self._pidfds_held >= self.pidfds:
+            return None
+        try:
+            pidfd = os.pidfd_open(reaper)
+        except ProcessLookupError as e:
+            raise ProcessGone(f"init {reaper} exited") from e
+        except OSError as e:
+            if not self._pidfd_failed:
+                log.warning("no pidfd for init %d (%s); validating containers by start time",
+                            reaper, e)
+                self._pidfd_failed = True
+            return None
+        self._pidfd_failed = False
+        self._pidfds_held += 1
+        return pidfd
+
+    def _close_pidfd(self, pidfd: int | None) -> None:
+        if pidfd is not None:
+            self._pidfds_held -= 1
+            with contextlib.suppress(OSError):
+                os.close(pidfd)
 
     def _insert(self, ns: int, entry: _Entry) -> Container:
         self._cache[ns] = entry
@@ -173,9 +207,8 @@ class Resolver:
 
     def _drop(self, ns: int) -> None:
         entry = self._cache.pop(ns, None)
-        if entry is not None and entry.pidfd is not None:
-            with contextlib.suppress(OSError):
-                os.close(entry.pidfd)
+        if entry is not None:
+            self._close_pidfd(entry.pidfd)
 
     def close(self) -> None:
         for ns in list(self._cache):

@@ -7,6 +7,7 @@ import ctypes
 import errno
 import logging
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -161,8 +162,25 @@ def shard_argv(config: Config, mountpoint: str) -> list[str]:
     return argv
 
 
+def raise_fd_limit() -> int:
+    """Lift the soft descriptor limit to the hard one, as a server of thousands of containers
+    needs (systemd's default soft limit is 1024, its hard one 524288); the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft == resource.RLIM_INFINITY or soft >= want:
+        return soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    except (OSError, ValueError) as e:
+        log.warning("could not raise the descriptor limit from %d to %d: %s", soft, want, e)
+        return soft
+    log.debug("descriptor limit raised from %d to %d", soft, want)
+    return want
+
+
 async def serve(config: Config) -> None:
     check_mountpoint(config.mountpoint)
+    raise_fd_limit()  # before the resolver sizes its pidfd budget from it
     services = Services.build(config)
     ops = ProcFS(all_nodes(services), services.resolver, services.render_cache)
     services.control.register("stats", ops.stats, "open files and requests in progress")

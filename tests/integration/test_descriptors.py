@@ -1,0 +1,125 @@
+"""Descriptors: a server of more containers than it has descriptors to spare, and the pidfds that
+validate its cache once their numbers pass 1023 (past what select() takes)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+
+from procfs.cgroup_layout import CgroupLayout
+from procfs.hostproc import HostProc
+from procfs.resolve import Resolver
+from procfs.sandbox import Limits, Sandbox, Server, container
+
+MIB = 1 << 20
+
+
+class LimitedServer(Server):
+    """`procfs serve` started with soft = hard = `nofile` descriptors: it cannot raise them."""
+
+    def __init__(self, nofile: int, **kw: object) -> None:
+        super().__init__(**kw)  # type: ignore[arg-type]
+        self.nofile = nofile
+
+    def command(self) -> list[str]:
+        return ["prlimit", f"--nofile={self.nofile}:{self.nofile}", "--", *super().command()]
+
+
+def test_more_containers_than_descriptors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """64 descriptors and 70 live containers: each still sees its own memory limit (before, the
+    server held a pidfd per container until it ran out and answered ESRCH)."""
+    monkeypatch.setenv("PROCFS_STATE", str(tmp_path / "state"))
+    count = 70
+    with ExitStack() as stack:
+        srv = stack.enter_context(LimitedServer(64, args=["--control-dir", str(tmp_path)]))
+        assert srv.proc is not None
+        limits = Path(f"/proc/{srv.proc.pid}/limits").read_text()
+        assert any(line.startswith("Max open files") and line.split()[3:5] == ["64", "64"]
+                   for line in limits.splitlines())
+        boxes = [stack.enter_context(container(None, Limits(memory=(32 + i) * MIB)))
+                 for i in range(count)]
+        meminfo = os.path.join(srv.mountpoint, "proc/meminfo")
+        seen = {}
+        for i, sb in enumerate(boxes):
+            r = sb.run(["head", "-1", meminfo], check=False)
+            seen[i] = r.stdout.split()[1] if r.returncode == 0 else r.stderr.strip()
+        assert seen == {i: str((32 + i) * 1024) for i in range(count)}
+        assert "Traceback" not in srv.log()
+
+
+def test_soft_descriptor_limit_is_raised_to_the_hard_one(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROCFS_STATE", str(tmp_path / "state"))
+
+    class Soft(LimitedServer):
+        def command(self) -> list[str]:
+            return ["prlimit", "--nofile=64:4096", "--", *Server.command(self)]
+
+    with Soft(64, args=["--control-dir", str(tmp_path)]) as srv:
+        assert srv.proc is not None
+        limits = Path(f"/proc/{srv.proc.pid}/limits").read_text()
+        line = next(x for x in limits.splitlines() if x.startswith("Max open files"))
+        assert line.split()[3:5] == ["4096", "4096"]
+
+
+@contextlib.contextmanager
+def descriptors_taken_below(number: int) -> Iterator[None]:
+    """Hold every free descriptor below `number`, so that the next one opened is above it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < number + 64:
+        pytest.skip(f"the hard descriptor limit {hard} is below {number + 64}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, number + 64), hard))
+    held: list[int] = []
+    try:
+        null = os.open(os.devnull, os.O_RDONLY)
+        held.append(null)
+        while held[-1] < number:
+            held.append(os.dup(null))
+        yield
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_pidfds_past_1023(make_container) -> None:
+    """A resolver whose pidfds are numbered past 1023 still tells live containers from dead
+    ones (select() raised ValueError there: every open from such a container failed)."""
+    a = make_container(Limits(memory=48 * MIB))
+    b = make_container(Limits(memory=56 * MIB))
+    with descriptors_taken_below(1100):
+        r = Resolver(HostProc("/proc", "/sys"), CgroupLayout.from_mountinfo("/proc"))
+        try:
+            ca, cb = r.resolve(a.pid), r.resolve(b.pid)
+            assert ca is not None and cb is not None and ca.reaper == a.pid
+            assert r.resolve(a.pid) == ca and r.resolve(b.pid) == cb  # from the cache
+            assert r._pidfds_held == 2
+            b.stop()
+            assert [c.key for c in r.containers()] == [ca.key]
+        finally:
+            r.close()
+
+
+def test_pidfd_budget(make_container) -> None:
+    """Past its pidfd budget the resolver validates containers by their init's start time."""
+    boxes: list[Sandbox] = [make_container(Limits(memory=(40 + 8 * i) * MIB)) for i in range(3)]
+    r = Resolver(HostProc("/proc", "/sys"), CgroupLayout.from_mountinfo("/proc"), pidfds=1)
+    try:
+        found = [r.resolve(sb.pid) for sb in boxes]
+        assert [c.reaper for c in found if c is not None] == [sb.pid for sb in boxes]
+        assert r._pidfds_held == 1
+        assert [r.resolve(sb.pid) for sb in boxes] == found
+        boxes[0].stop()  # the one with the pidfd
+        boxes[2].stop()  # one validated by start time
+        assert [c.key for c in r.containers()] == [found[1].key]  # type: ignore[union-attr]
+        assert r._pidfds_held == 1  # not closed until dropped
+        r.resolve(boxes[1].pid)
+    finally:
+        r.close()
+    assert r._pidfds_held == 0
