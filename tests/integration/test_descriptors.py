@@ -21,14 +21,20 @@ MIB = 1 << 20
 
 
 class LimitedServer(Server):
-    """`procfs serve` started with soft = hard = `nofile` descriptors: it cannot raise them."""
+    """`procfs serve` started with the descriptor limits `soft`:`hard`."""
 
-    def __init__(self, nofile: int, **kw: object) -> None:
+    def __init__(self, soft: int, hard: int, **kw: object) -> None:
         super().__init__(**kw)  # type: ignore[arg-type]
-        self.nofile = nofile
+        self.soft, self.hard = soft, hard
 
     def command(self) -> list[str]:
-        return ["prlimit", f"--nofile={self.nofile}:{self.nofile}", "--", *super().command()]
+        return ["prlimit", f"--nofile={self.soft}:{self.hard}", "--", *super().command()]
+
+    def open_files_limits(self) -> list[str]:
+        """[soft, hard] of the running server, from /proc/PID/limits."""
+        assert self.proc is not None
+        limits = Path(f"/proc/{self.proc.pid}/limits").read_text().splitlines()
+        return next(x for x in limits if x.startswith("Max open files")).split()[3:5]
 
 
 def test_more_containers_than_descriptors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -37,11 +43,8 @@ def test_more_containers_than_descriptors(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setenv("PROCFS_STATE", str(tmp_path / "state"))
     count = 70
     with ExitStack() as stack:
-        srv = stack.enter_context(LimitedServer(64, args=["--control-dir", str(tmp_path)]))
-        assert srv.proc is not None
-        limits = Path(f"/proc/{srv.proc.pid}/limits").read_text()
-        assert any(line.startswith("Max open files") and line.split()[3:5] == ["64", "64"]
-                   for line in limits.splitlines())
+        srv = stack.enter_context(LimitedServer(64, 64, args=["--control-dir", str(tmp_path)]))
+        assert srv.open_files_limits() == ["64", "64"]  # soft = hard: it cannot raise them
         boxes = [stack.enter_context(container(None, Limits(memory=(32 + i) * MIB)))
                  for i in range(count)]
         meminfo = os.path.join(srv.mountpoint, "proc/meminfo")
@@ -57,15 +60,8 @@ def test_soft_descriptor_limit_is_raised_to_the_hard_one(tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PROCFS_STATE", str(tmp_path / "state"))
 
-    class Soft(LimitedServer):
-        def command(self) -> list[str]:
-            return ["prlimit", "--nofile=64:4096", "--", *Server.command(self)]
-
-    with Soft(64, args=["--control-dir", str(tmp_path)]) as srv:
-        assert srv.proc is not None
-        limits = Path(f"/proc/{srv.proc.pid}/limits").read_text()
-        line = next(x for x in limits.splitlines() if x.startswith("Max open files"))
-        assert line.split()[3:5] == ["4096", "4096"]
+    with LimitedServer(64, 4096, args=["--control-dir", str(tmp_path)]) as srv:
+        assert srv.open_files_limits() == ["4096", "4096"]
 
 
 @contextlib.contextmanager
