@@ -162,20 +162,19 @@ def shard_argv(config: Config, mountpoint: str) -> list[str]:
     return argv
 
 
-def raise_fd_limit() -> int:
+def raise_fd_limit() -> None:
     """Lift the soft descriptor limit to the hard one, as a server of thousands of containers
-    needs (systemd's default soft limit is 1024, its hard one 524288); the new soft limit."""
+    needs (systemd's default soft limit is 1024, its hard one 524288)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = hard if hard != resource.RLIM_INFINITY else 1 << 20
     if soft == resource.RLIM_INFINITY or soft >= want:
-        return soft
+        return
     try:
         resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
     except (OSError, ValueError) as e:
         log.warning("could not raise the descriptor limit from %d to %d: %s", soft, want, e)
-        return soft
+        return
     log.debug("descriptor limit raised from %d to %d", soft, want)
-    return want
 
 
 async def serve(config: Config) -> None:
