@@ -15,7 +15,7 @@ import os
 import select
 import stat
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any, ParamSpec, TypeVar
 
@@ -41,6 +41,17 @@ ATTR_TIMEOUT = 1.0
 # pyfuse3's worker tasks; without a cap one container could take them all and starve the rest).
 MAX_OPEN_PER_CONTAINER = 4096
 MAX_BUSY_PER_CONTAINER = 16
+
+# pyfuse3's worker tasks (`pyfuse3.main(max_tasks=...)`). With more than one, two idle tasks hand
+# pyfuse3's read lock to each other on every request, which costs about a third more CPU per
+# read (README, Speed). Only a handler that waits (a blocking dev/kmsg read) needs a second task,
+# so a tree without such a file is served by one.
+MANY_TASKS = 99  # pyfuse3's default
+
+
+def worker_tasks(nodes: Iterable[FileNode]) -> int:
+    """The worker tasks a server of `nodes` needs: one unless a node's requests may wait."""
+    return MANY_TASKS if any(getattr(n, "waits", False) for n in nodes) else 1
 
 Owner = tuple[int, int, int] | None  # a container's key; None: the host
 
@@ -84,6 +95,7 @@ class ProcFS(pyfuse3.Operations):
         self.cache = cache
         self._inodes: dict[str, int] = {"": pyfuse3.ROOT_INODE}  # path → inode, for good
         self._next_inode = itertools.count(pyfuse3.ROOT_INODE + 1)
+        self.worker_tasks = worker_tasks(nodes)  # fixed once pyfuse3.main runs with it
         self.install(self.build_tree(nodes))
         self._handles: dict[int, OpenFile] = {}
         self._owners: dict[int, Owner] = {}  # fh → the container that opened it
@@ -123,6 +135,9 @@ class ProcFS(pyfuse3.Operations):
             inode = self._inode(node.path.strip("/"))
             cur.children[name] = inode
             tree.files[inode] = node
+        if worker_tasks(tree.files.values()) > self.worker_tasks:
+            raise ValueError("a file that waits (dev/kmsg) needs more worker tasks than this "
+                             "server runs with: restart it, a reload cannot add one")
         return tree
 
     def install(self, tree: Tree) -> None:
@@ -302,4 +317,5 @@ class ProcFS(pyfuse3.Operations):
         return {"open_files": self.open_handles(),
                 "containers_with_open_files": len(self._open),
                 "most_open_by_one_container": max(self._open.values(), default=0),
-                "requests_in_progress": sum(self._busy.values())}
+                "requests_in_progress": sum(self._busy.values()),
+                "worker_tasks": self.worker_tasks}

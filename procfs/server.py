@@ -155,6 +155,8 @@ def shard_argv(config: Config, mountpoint: str) -> list[str]:
             "--cache-ttl", repr(c.cache_ttl), "--max-background", str(c.max_background),
             "--control-dir", c.control_dir, "--kmsg-ring-size", str(c.kmsg.ring_bytes),
             "--kmsg-host-log", c.kmsg.host_log or ""]
+    if not c.kmsg.enabled:
+        argv.append("--no-kmsg")
     if c.cgroup_root:
         argv += ["--cgroup-root", c.cgroup_root]
     if c.fuse_debug:
@@ -207,7 +209,7 @@ async def serve(config: Config) -> None:
                     nursery.start_soon(watch_lifeline, config.lifeline, nursery.cancel_scope)
                 nursery.start_soon(tune_connection, config.mountpoint, config.max_background)
                 sd_notify("READY=1")
-                await pyfuse3.main()
+                await pyfuse3.main(max_tasks=ops.worker_tasks)
                 log.info("the FUSE session ended")
                 nursery.cancel_scope.cancel()
             finally:

@@ -83,7 +83,7 @@ class Services:
             s.render_cache = RenderCache(config.cache_ttl, clock=clock)
         s.control = Control(socket_path(config.mountpoint, config.control_dir))
         s.background.append(s.control.serve)
-        s.kmsg = setup_kmsg(s)
+        s.kmsg = setup_kmsg(s) if config.kmsg.enabled else None
         return s
 
     def close(self) -> None:

@@ -46,6 +46,7 @@ class KmsgNode:
     path = "dev/kmsg"
     mode = 0o644
     size = SIZE
+    waits = True  # a blocking read holds a worker task until a record comes (fs.worker_tasks)
 
     def __init__(self, service: KmsgService) -> None:
         self.service = service

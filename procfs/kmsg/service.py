@@ -38,6 +38,7 @@ GREETING_PRI = LOG_KERN * 8 + 6  # kern.info
 
 @dataclass
 class KmsgConfig:
+    enabled: bool = True  # False (`serve --no-kmsg`): no dev/kmsg, no rings, no routing
     ring_bytes: int = 256 << 10
     total_bytes: int = 32 << 20
     rate: float = 100.0  # records a second a container may write...

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 
 from procfs.attach import ExitCode
+from procfs.control import request, socket_path
+from procfs.fs import MANY_TASKS
 from procfs.hostproc import HostProc
 from procfs.runtime import ServerRecord
 from procfs.sandbox import Cgroup, Limits, Sandbox, Server, have, is_mounted
@@ -82,6 +84,9 @@ def test_containers_spread_over_two_processes(two_workers: Server, state_dir: Pa
     with ExitStack() as stack:
         boxes = one_on_each(srv, stack, make_cgroup)
         assert set(boxes) == {srv.mountpoint, shard.mountpoint}
+        for where in boxes:  # each serves dev/kmsg, whose blocking reads wait
+            stats = request(socket_path(where, str(state_dir)), "stats")
+            assert stats["worker_tasks"] == MANY_TASKS
         for where, (sb, mib) in boxes.items():
             assert free_total(sb) == mib * MIB
             assert sb.sh("getconf _NPROCESSORS_ONLN").strip().isdigit()
@@ -131,6 +136,30 @@ def test_containers_spread_over_two_processes(two_workers: Server, state_dir: Pa
     assert not os.path.exists(f"/proc/{new_pid}")
     assert not os.path.exists(os.path.dirname(os.path.dirname(shard.mountpoint)))  # shards/
     assert ServerRecord.of(shard.mountpoint) is None
+
+
+def test_without_kmsg_each_process_serves_with_one_task(state_dir: Path,
+                                                       make_cgroup: Callable[..., Cgroup]) -> None:
+    """`--no-kmsg`: neither mount has dev/kmsg, so no request ever waits and each process runs
+    one pyfuse3 worker task. Containers attached from both see their own memory while several
+    readers in each read at once, and get no /dev/kmsg made for them."""
+    with ExitStack() as stack:
+        srv = stack.enter_context(Server(args=["--workers", "2", "--no-kmsg",
+                                               "--control-dir", str(state_dir)]))
+        shard = shard_of(srv)
+        for where in (srv.mountpoint, shard.mountpoint):
+            assert os.path.exists(os.path.join(where, "proc/meminfo"))
+            assert not os.path.exists(os.path.join(where, "dev/kmsg"))
+            assert request(socket_path(where, str(state_dir)), "stats")["worker_tasks"] == 1
+        boxes = one_on_each(srv, stack, make_cgroup)
+        for sb, mib in boxes.values():
+            entry = StateFile().find(sb.pid)
+            assert entry is not None and not entry.created and "dev/kmsg" not in entry.files
+            # 4 readers at once, 200 reads each: every read sees the container's own limit
+            out = sb.sh("{ for r in 1 2 3 4; do (for i in $(seq 200); do head -1 /proc/meminfo; "
+                        "done) & done; wait; } | sort | uniq -c")
+            assert out.split() == ["800", "MemTotal:", str(mib * 1024), "kB"], out
+        assert "Traceback" not in srv.log()
 
 
 def test_shards_stop_when_their_server_is_killed(two_workers: Server) -> None:

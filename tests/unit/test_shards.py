@@ -243,7 +243,7 @@ def test_a_shard_gets_every_option_of_its_server() -> None:
     argv = ["-vv", "serve", "/mnt/p", "--proc-root", "/p", "--sys-root", "/s",
             "--cgroup-root", "/c", "--cpu-view", "cpuset", "--cache-ttl", "0.25",
             "--max-background", "77", "--workers", "3", "--fuse-debug",
-            "--kmsg-ring-size", "4096", "--kmsg-host-log", "", "--control-dir", "/ctl"]
+            "--kmsg-ring-size", "4096", "--kmsg-host-log", "", "--no-kmsg", "--control-dir", "/ctl"]
     server = serve_config(parser().parse_args(argv))
     default = serve_config(parser().parse_args(["serve", "/mnt/p"]))
     shard = serve_config(parser().parse_args(shard_argv(server, "/run/s/1")[3:]))  # after -m procfs
