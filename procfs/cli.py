@@ -162,6 +162,8 @@ def _kmsg(args: argparse.Namespace) -> int:
                 result = _kmsg_at(args, home, "kmsg.append", text=text, level=args.level)
             print(f"{result['ring']} seq {result['seq']}")
     except ControlError as e:
+        if "unknown command 'kmsg." in str(e):
+            e = ControlError(f"the server at {args.mountpoint} serves no dev/kmsg (--no-kmsg)")
         print(f"procfs kmsg: {e}", file=sys.stderr)
         return 1
     return 0

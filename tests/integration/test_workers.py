@@ -159,6 +159,8 @@ def test_without_kmsg_each_process_serves_with_one_task(state_dir: Path,
             out = sb.sh("{ for r in 1 2 3 4; do (for i in $(seq 200); do head -1 /proc/meminfo; "
                         "done) & done; wait; } | sort | uniq -c")
             assert out.split() == ["800", "MemTotal:", str(mib * 1024), "kB"], out
+        r = procfs("kmsg", "--control-dir", str(state_dir), srv.mountpoint, "list")
+        assert r.returncode == 1 and "serves no dev/kmsg (--no-kmsg)" in r.stderr, r.stderr
         assert "Traceback" not in srv.log()
 
 
