@@ -98,6 +98,7 @@ class Result:
     created: list[str] = field(default_factory=list)  # twins created empty (dev/kmsg)
     replaced: list[str] = field(default_factory=list)  # had a stale layer, rebound
     removed: list[str] = field(default_factory=list)  # detach: unbound
+    dropped: list[str] = field(default_factory=list)  # bound before, no longer served: unbound
 
     @property
     def attached(self) -> list[str]:
@@ -115,6 +116,8 @@ class Result:
             parts.append("created " + ", ".join("/" + p for p in self.created))
         if self.missing:
             parts.append("no twin for " + ", ".join("/" + p for p in self.missing))
+        if self.dropped:
+            parts.append("no longer served: " + ", ".join("/" + p for p in self.dropped))
         return "; ".join(parts)
 
 
@@ -242,6 +245,10 @@ class Target:
     mount: str
     dev: str
     files: tuple[str, ...]
+    # Files bound before that this server does not serve (one restarted with `--no-kmsg`):
+    # their stale layers are unbound, and of those, the twins procfs created are removed.
+    dropped: tuple[str, ...] = ()
+    uncreate: tuple[str, ...] = ()
 
     def path(self, rel: str) -> str:
         return f"{self.prefix}/{rel}"
@@ -311,6 +318,16 @@ def _attach_child(t: Target, proc_root: str) -> dict[str, Any]:
         if stuck:
             raise HalfAttached(f"{e}; and could not undo the binds on {', '.join(stuck)}") from e
         raise
+    for rel in t.dropped:  # after the binds: a failed attach leaves these as they were
+        target = t.path(rel)
+        layers = _layers(entries, target, rel)
+        for _ in layers:
+            umount(target)
+        if rel in t.uncreate:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(target)
+        if layers or rel in t.uncreate:
+            res.dropped.append(rel)
     return res.__dict__
 
 
@@ -390,11 +407,14 @@ class Attacher:
         self._check_target(pid, mntns, prefix)
         served = served_files(mount)
         wanted = tuple(f for f in served if files is None or f in files)
-        t = Target(pid, prefix, mount, dev, wanted)
+        previous = self.state.find(pid) if self.state is not None else None
+        before = set(previous.created if previous else ())
+        dropped = tuple(f for f in files or () if f not in served)
+        t = Target(pid, prefix, mount, dev, wanted, dropped,
+                   tuple(f for f in dropped if f in before))
         res = Result(**_in_child(_attach_child, t, self.proc_root))
         if self.state is not None:
-            previous = self.state.find(pid)
-            created = sorted(set(res.created) | set(previous.created if previous else ()))
+            created = sorted((set(res.created) | before) - set(t.uncreate))
             if res.attached:
                 self.state.record(Attachment(
                     pid=pid, start_ticks=start, pidns=pidns, mntns=mntns,

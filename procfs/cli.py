@@ -220,8 +220,8 @@ def parser() -> argparse.ArgumentParser:
                    help="each container's kernel log ring (default %(default)s)")
     s.add_argument("--no-kmsg", action="store_true",
                    help="serve no dev/kmsg (the files LXCFS serves): then no request ever waits, "
-                        "and each process serves with one pyfuse3 worker task, which costs about "
-                        "a third less CPU per read")
+                        "and each process serves with one pyfuse3 worker task, which costs less "
+                        "CPU per read")
     s.add_argument("--kmsg-host-log", default="/dev/kmsg", metavar="PATH",
                    help="the host log whose container lines (OOM kills) are routed "
                         "(default %(default)s; '' for none)")

@@ -43,9 +43,9 @@ MAX_OPEN_PER_CONTAINER = 4096
 MAX_BUSY_PER_CONTAINER = 16
 
 # pyfuse3's worker tasks (`pyfuse3.main(max_tasks=...)`). With more than one, two idle tasks hand
-# pyfuse3's read lock to each other on every request, which costs about a third more CPU per
-# read (README, Speed). Only a handler that waits (a blocking dev/kmsg read) needs a second task,
-# so a tree without such a file is served by one.
+# pyfuse3's read lock to each other on every request (README, Speed: 20-40 % more CPU per read
+# with 8 readers). Only a handler that waits (a blocking dev/kmsg read) needs a second task, so
+# a tree without such a file is served by one.
 MANY_TASKS = 99  # pyfuse3's default
 
 

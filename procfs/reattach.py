@@ -68,7 +68,7 @@ def repair(mountpoint: str, state: StateFile | None = None, adopt: str = "",
             res = attacher.attach(entry.pid, rootfs=entry.rootfs, files=entry.files,
                                   container_id=entry.container_id)
             out.append({"pid": entry.pid, "replaced": res.replaced, "kept": res.kept,
-                        "bound": res.bound})
+                        "bound": res.bound, "dropped": res.dropped})
         except (AttachError, ProcfsError, OSError) as e:
             out.append({"pid": entry.pid, "failed": str(e)})
     try:

@@ -18,6 +18,7 @@ from procfs.attach import ExitCode
 from procfs.control import request, socket_path
 from procfs.fs import MANY_TASKS
 from procfs.hostproc import HostProc
+from procfs.mountinfo import MountEntry, parse_mountinfo
 from procfs.runtime import ServerRecord
 from procfs.sandbox import Cgroup, Limits, Sandbox, Server, have, is_mounted
 from procfs.shards import choose
@@ -162,6 +163,48 @@ def test_without_kmsg_each_process_serves_with_one_task(state_dir: Path,
         r = procfs("kmsg", "--control-dir", str(state_dir), srv.mountpoint, "list")
         assert r.returncode == 1 and "serves no dev/kmsg (--no-kmsg)" in r.stderr, r.stderr
         assert "Traceback" not in srv.log()
+
+
+def test_restarted_with_no_kmsg_unbinds_the_dead_dev_kmsg(state_dir: Path,
+                                                         make_cgroup: Callable[..., Cgroup]
+                                                         ) -> None:
+    """A server restarted with `--no-kmsg` attaches its containers again, unbinds the dev/kmsg
+    its predecessor bound (it would answer ENOTCONN for good) and removes the one it created."""
+    with ExitStack() as stack:
+        mount = tempfile.mkdtemp(prefix="procfs-mnt-")
+        stack.callback(os.rmdir, mount)  # last: after both servers stopped
+        first = Server(mount, args=["--control-dir", str(state_dir)])
+        stack.callback(first.stop)
+        first.start()
+        sb = stack.enter_context(Sandbox(make_cgroup(Limits(memory=96 * MIB)), None))
+        sb.sh("mount -t tmpfs procfs-test-dev /dev")  # its own mount namespace: no /dev/kmsg
+        r = procfs("attach", str(sb.pid), "--mount", mount)
+        assert r.returncode == ExitCode.OK, r.stderr
+        entry = StateFile().find(sb.pid)
+        assert entry is not None and "dev/kmsg" in entry.files and "dev/kmsg" in entry.created
+
+        def kmsg_layers() -> list[MountEntry]:
+            with open(f"/proc/{sb.pid}/mountinfo") as f:
+                return [e for e in parse_mountinfo(f.read())
+                        if e.mountpoint == "/dev/kmsg" and e.fstype == "fuse.procfs"]
+
+        assert len(kmsg_layers()) == 1
+        first.stop()
+        out = sb.run(["head", "-c", "1", "/dev/kmsg"], check=False)
+        assert out.returncode != 0 and "not connected" in out.stderr
+        second = Server(mount, args=["--no-kmsg", "--control-dir", str(state_dir)])
+        stack.callback(second.stop)
+        second.start()
+
+        def repaired() -> bool:
+            now = StateFile().find(sb.pid)
+            return now is not None and "dev/kmsg" not in now.files and not kmsg_layers()
+
+        wait_for(repaired, 15, f"dev/kmsg still bound:\n{second.log()}")
+        assert free_total(sb) == 96 * MIB
+        assert sb.sh("ls -A /dev") == ""  # the empty twin it created is gone
+        entry = StateFile().find(sb.pid)
+        assert entry is not None and not entry.created
 
 
 def test_shards_stop_when_their_server_is_killed(two_workers: Server) -> None:
