@@ -409,7 +409,9 @@ class Attacher:
         wanted = tuple(f for f in served if files is None or f in files)
         previous = self.state.find(pid) if self.state is not None else None
         before = set(previous.created if previous else ())
-        dropped = tuple(f for f in files or () if f not in served)
+        # only what procfs recorded binding here: never another server's live layer
+        dropped = tuple(f for f in (previous.files if previous else ())
+                        if f not in served and (files is None or f in files))
         t = Target(pid, prefix, mount, dev, wanted, dropped,
                    tuple(f for f in dropped if f in before))
         res = Result(**_in_child(_attach_child, t, self.proc_root))
