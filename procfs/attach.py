@@ -324,8 +324,7 @@ def _attach_child(t: Target, proc_root: str) -> dict[str, Any]:
         for _ in layers:
             umount(target)
         if rel in t.uncreate:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(target)
+            _remove_created(target)
         if layers or rel in t.uncreate:
             res.dropped.append(rel)
     return res.__dict__
@@ -343,13 +342,18 @@ def _detach_child(t: Target, proc_root: str, created: Sequence[str]) -> dict[str
             umount(e.mountpoint)
             res.removed.append(e.root.lstrip("/"))
     for rel in created:
-        target = t.path(rel)
-        with contextlib.suppress(OSError):
-            st = os.lstat(target)
-            if st.st_size == 0 and os.path.isfile(target) and not os.path.ismount(target):
-                os.unlink(target)
+        _remove_created(t.path(rel))
     res.removed = sorted(set(res.removed))
     return res.__dict__
+
+
+def _remove_created(target: str) -> None:
+    """Remove a twin procfs created (an empty dev/kmsg), unless the container has since made it
+    something else (written to it, replaced it, mounted on it)."""
+    with contextlib.suppress(OSError):
+        st = os.lstat(target)
+        if st.st_size == 0 and os.path.isfile(target) and not os.path.ismount(target):
+            os.unlink(target)
 
 
 class Attacher:
