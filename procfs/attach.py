@@ -10,7 +10,8 @@ container's mount namespace, after the runtime mounted its /proc there, and move
 
 Rules:
 - only files the mounted server serves (its tree is walked), only twins that exist, except
-  `/dev/kmsg`, created empty when missing;
+  `/dev/kmsg`, created empty when missing. A shard (`serve --workers`) serves no file that
+  waits (`dev/kmsg`): those come from its server's mount (`Attacher.sources`);
 - one layer: a twin that already carries this server's file is left alone; layers of a server
   that is gone (a stale FUSE connection) are unmounted first;
 - all or nothing: when one bind fails, those made by this call are unmounted again and the
@@ -25,10 +26,11 @@ from __future__ import annotations
 import contextlib
 import enum
 import errno
+import fcntl
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,12 +45,14 @@ from procfs.nsmount import (
     setns,
     umount,
 )
+from procfs.runtime import ServerRecord, state_dir
 from procfs.shards import choose
 from procfs.state import Attachment, StateFile
 
 DEFAULT_MOUNT = "/var/lib/procfs"
 FSTYPE = "fuse.procfs"
 CREATE_WHEN_MISSING = frozenset({"dev/kmsg"})
+LOCKS = 64  # attaches of one container run one at a time: a lock file per pid % LOCKS
 
 
 class ExitCode(enum.IntEnum):
@@ -237,14 +241,21 @@ def _in_child(work: Any, *args: Any) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
+class Bind:
+    """One file to bind and where it comes from."""
+
+    rel: str  # "proc/meminfo"
+    mount: str  # the procfs mount serving it
+    dev: str  # that mount's device: a layer of another device is stale
+
+
+@dataclass(frozen=True)
 class Target:
     """What the child needs: the process, its root prefix and the files."""
 
     pid: int
     prefix: str  # "" after pivot_root, else the rootfs path as the process sees it
-    mount: str
-    dev: str
-    files: tuple[str, ...]
+    binds: tuple[Bind, ...] = ()
     # Files bound before that this server does not serve (one restarted with `--no-kmsg`):
     # their stale layers are unbound, and of those, the twins procfs created are removed.
     dropped: tuple[str, ...] = ()
@@ -277,16 +288,16 @@ def _switch(ns: int, root: int) -> None:
 def _attach_child(t: Target, proc_root: str) -> dict[str, Any]:
     with open(os.path.join(proc_root, str(t.pid), "mountinfo")) as f:
         entries = parse_mountinfo(f.read())
-    trees = {rel: open_tree(os.path.join(t.mount, rel)) for rel in t.files}
+    trees = {b.rel: open_tree(os.path.join(b.mount, b.rel)) for b in t.binds}
     ns, root = _enter(t.pid, proc_root)
     _switch(ns, root)
     res = Result(t.pid)
     done: list[str] = []  # targets this call mounted on, for the rollback
     try:
-        for rel in t.files:
-            target = t.path(rel)
+        for b in t.binds:
+            rel, target = b.rel, t.path(b.rel)
             layers = _layers(entries, target, rel)
-            if layers and all(e.dev == t.dev for e in layers):
+            if layers and all(e.dev == b.dev for e in layers):
                 for _ in layers[1:]:  # more than one of ours: keep one
                     umount(target)
                 res.kept.append(rel)
@@ -402,31 +413,72 @@ class Attacher:
             raise Refusal(f"pid {pid} shares the host's mount namespace: "
                           "refusing to cover the host's /proc (give --rootfs)")
 
+    def sources(self, mount: str) -> tuple[dict[str, str], bool]:
+        """{file: the mount it comes from} for a container served by `mount`: the files `mount`
+        serves, and those only its server serves (a shard serves no file that waits: its
+        containers get `dev/kmsg` from its server's mount). And whether that is every file: not
+        while the server is down (a shard repairing its containers before its restarted server
+        mounted again), when the files only the server serves are unknown."""
+        sources = dict.fromkeys(served_files(mount), mount)
+        record = ServerRecord.of(mount)
+        home = record.shard_of if record is not None else ""
+        if not home:
+            return sources, True
+        try:
+            server_dev(home, self.proc_root)
+        except ServerDown:
+            return sources, False
+        for rel in served_files(home):
+            sources.setdefault(rel, home)
+        return sources, True
+
+    @contextlib.contextmanager
+    def _one_at_a_time(self, pid: int) -> Iterator[None]:
+        """Attaches and detaches of one process run one after another (a restarted server and
+        its shards repair the same containers at once, each its own files): an flock on one
+        of LOCKS files, by pid. Without the directory, unlocked, as before there were shards."""
+        directory = os.path.join(os.path.dirname(os.path.abspath(self.state.path))
+                                 if self.state is not None else state_dir(), "locks")
+        try:
+            os.makedirs(directory, mode=0o755, exist_ok=True)
+            fd = os.open(os.path.join(directory, f"attach-{pid % LOCKS}"),
+                         os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError:
+            yield
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
     def attach(self, pid: int, *, rootfs: str | None = None, files: Sequence[str] | None = None,
                container_id: str | None = None) -> Result:
         start, pidns, mntns = self._identity(pid)
         mount = choose(self.mount, pidns) if self.spread else self.mount
-        dev = server_dev(mount, self.proc_root)
+        server_dev(mount, self.proc_root)
         prefix = self._prefix(pid, rootfs)
         self._check_target(pid, mntns, prefix)
-        served = served_files(mount)
-        wanted = tuple(f for f in served if files is None or f in files)
-        previous = self.state.find(pid) if self.state is not None else None
-        before = set(previous.created if previous else ())
-        # only what procfs recorded binding here: never another server's live layer
-        dropped = tuple(f for f in (previous.files if previous else ())
-                        if f not in served and (files is None or f in files))
-        t = Target(pid, prefix, mount, dev, wanted, dropped,
-                   tuple(f for f in dropped if f in before))
-        res = Result(**_in_child(_attach_child, t, self.proc_root))
-        if self.state is not None:
-            created = sorted((set(res.created) | before) - set(t.uncreate))
-            if res.attached:
-                self.state.record(Attachment(
+        sources, complete = self.sources(mount)
+        devs = {m: server_dev(m, self.proc_root) for m in set(sources.values())}
+        binds = tuple(Bind(rel, m, devs[m]) for rel, m in sorted(sources.items())
+                      if files is None or rel in files)
+        with self._one_at_a_time(pid):
+            previous = self.state.find(pid) if self.state is not None else None
+            before = set(previous.created if previous else ())
+            # only what procfs recorded binding here (never another server's live layer), and
+            # only when every file the container may get is known
+            dropped = tuple(f for f in (previous.files if previous else ())
+                            if complete and f not in sources and (files is None or f in files))
+            t = Target(pid, prefix, binds, dropped, tuple(f for f in dropped if f in before))
+            res = Result(**_in_child(_attach_child, t, self.proc_root))
+            if self.state is not None and (res.attached or res.dropped):
+                self.state.merge(Attachment(
                     pid=pid, start_ticks=start, pidns=pidns, mntns=mntns,
                     mountpoint=os.path.realpath(mount), rootfs=rootfs,
-                    files=tuple(res.attached), created=tuple(created),
-                    container_id=container_id, attached_at=time.time()))
+                    files=tuple(res.attached), created=tuple(res.created),
+                    container_id=container_id, attached_at=time.time()),
+                    handled=[b.rel for b in binds] + list(dropped), uncreated=t.uncreate)
         return res
 
     def detach(self, pid: int, *, rootfs: str | None = None) -> Result:
@@ -437,9 +489,10 @@ class Attacher:
         prefix = self._prefix(pid, rootfs)
         if os.geteuid() != 0:
             raise NoPermission("permission denied: detach needs root (CAP_SYS_ADMIN)")
-        t = Target(pid, prefix, self.mount, "", ())
+        t = Target(pid, prefix)
         created = entry.created if entry is not None else ()
-        res = Result(**_in_child(_detach_child, t, self.proc_root, created))
-        if self.state is not None:
-            self.state.forget(pid)
+        with self._one_at_a_time(pid):
+            res = Result(**_in_child(_detach_child, t, self.proc_root, created))
+            if self.state is not None:
+                self.state.forget(pid)
         return res

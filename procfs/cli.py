@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
 import signal
@@ -15,7 +14,6 @@ import trio
 
 from procfs.cgroup_cpu import CpuViewMode
 from procfs.control import DEFAULT_DIR as DEFAULT_CONTROL_DIR
-from procfs.errors import ProcfsError
 from procfs.fusectl import DEFAULT_MAX_BACKGROUND
 from procfs.rendercache import DEFAULT_TTL
 from procfs.runtime import ServerRecord
@@ -114,35 +112,19 @@ def _outcome(record: ServerRecord, deadline: float) -> str:
     return "no answer in time"
 
 
-def _kmsg_at(args: argparse.Namespace, servers: list[str], cmd: str, **kw: Any) -> Any:
-    """The first answer of `cmd` among the servers (a ring lives in its container's shard)."""
-    from procfs.control import ControlError, request, socket_path
-
-    first: ControlError | None = None
-    for m in servers:
-        try:
-            return request(socket_path(m, args.control_dir), cmd, target=args.target, **kw)
-        except ControlError as e:
-            first = first or e
-    assert first is not None
-    raise first
-
-
 def _kmsg(args: argparse.Namespace) -> int:
+    # Every ring lives in the server itself: its shards serve no dev/kmsg (procfs.server).
     from procfs.control import ControlError, request, socket_path
-    from procfs.hostproc import HostProc
-    from procfs.shards import choose, served_by
 
-    servers = served_by(args.mountpoint)
+    sock = socket_path(args.mountpoint, args.control_dir)
     try:
         if args.action == "list":
             print(f"{'RING':<28} {'INIT':>8} {'STATE':<5} {'RECORDS':>7} {'BYTES':>8} MEMCG")
-            for m in servers:
-                for r in request(socket_path(m, args.control_dir), "kmsg.list")["rings"]:
-                    print(f"{r['id']:<28} {r['init']:>8} {'alive' if r['alive'] else 'gone':<5} "
-                          f"{r['records']:>7} {r['bytes']:>8} {r['memory_cgroup'] or '-'}")
+            for r in request(sock, "kmsg.list")["rings"]:
+                print(f"{r['id']:<28} {r['init']:>8} {'alive' if r['alive'] else 'gone':<5} "
+                      f"{r['records']:>7} {r['bytes']:>8} {r['memory_cgroup'] or '-'}")
         elif args.action == "show":
-            result: Any = _kmsg_at(args, servers, "kmsg.show")
+            result: Any = request(sock, "kmsg.show", target=args.target)
             for rec in result["records"]:
                 if args.raw:
                     print(f"{rec['pri']},{rec['seq']},{rec['ts_usec']},-;{rec['text']}")
@@ -150,16 +132,8 @@ def _kmsg(args: argparse.Namespace) -> int:
                     sec, usec = divmod(rec["ts_usec"], 1_000_000)
                     print(f"[{sec:5d}.{usec:06d}] {rec['text']}")
         else:
-            text = " ".join(args.text)
-            try:  # the ring where it is, or else in the shard its container is attached from
-                result = _kmsg_at(args, servers, "kmsg.append", text=text, level=args.level,
-                                  create=False)
-            except ControlError:
-                home = [args.mountpoint]
-                if args.target.isdigit() and len(servers) > 1:
-                    with contextlib.suppress(ProcfsError, OSError):
-                        home = [choose(args.mountpoint, HostProc().pid_ns(int(args.target)))]
-                result = _kmsg_at(args, home, "kmsg.append", text=text, level=args.level)
+            result = request(sock, "kmsg.append", target=args.target, text=" ".join(args.text),
+                             level=args.level)
             print(f"{result['ring']} seq {result['seq']}")
     except ControlError as e:
         if "unknown command 'kmsg." in str(e):

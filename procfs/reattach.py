@@ -11,7 +11,9 @@ skipped (and pruned from the state file).
 
 A server also adopts the containers of shards it no longer runs (`serve --workers` lowered
 across a restart): entries recorded for a mount under its shards' directory (`adopt`) that is
-not one of its shards now (`keep`) are attached again from its own mount.
+not one of its shards now (`keep`) are attached again from its own mount. And it repairs, in
+the containers of its shards, the files it lends them (`dev/kmsg`: a shard serves none that
+waits): a restarted server's shards start, and repair their own files, before it mounts.
 
 The attach forks a child that does `open_tree` on our own mount, which the server must answer:
 so the server runs the repair in a separate process (`python -m procfs.reattach MOUNTPOINT`,
@@ -24,15 +26,26 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import trio
 
-from procfs.attach import Attacher, AttachError
+from procfs.attach import Attacher, AttachError, served_files
 from procfs.errors import ProcfsError
+from procfs.shards import serving
 from procfs.state import Attachment, StateFile
 
 log = logging.getLogger(__name__)
+
+
+def _live(state: StateFile, ours: Callable[[str], bool]) -> list[Attachment]:
+    """The live entries whose mountpoint (abspath) is `ours`."""
+    try:
+        entries = state.load()
+    except ProcfsError as e:
+        log.error("cannot repair attached containers: %s", e)
+        return []
+    return [e for e in entries if ours(os.path.abspath(e.mountpoint)) and e.alive(state.host)]
 
 
 def attached_to(mountpoint: str, state: StateFile, adopt: str = "",
@@ -42,35 +55,45 @@ def attached_to(mountpoint: str, state: StateFile, adopt: str = "",
     from its only thread."""
     mine = os.path.abspath(mountpoint)
     kept = {os.path.abspath(m) for m in keep}
+    return _live(state, lambda path: path == mine or (
+        bool(adopt) and path.startswith(os.path.join(adopt, "")) and path not in kept))
+
+
+def lent_to(state: StateFile, shards: Sequence[str]) -> list[Attachment]:
+    """The live entries of the server's `shards`, whose files that wait come from the server."""
+    kept = {os.path.abspath(m) for m in shards}
+    return _live(state, lambda path: path in kept) if kept else []
+
+
+def _again(attacher: Attacher, entry: Attachment, files: Sequence[str]) -> dict[str, object]:
     try:
-        entries = state.load()
-    except ProcfsError as e:
-        log.error("cannot repair attached containers: %s", e)
-        return []
-
-    def ours(path: str) -> bool:
-        path = os.path.abspath(path)
-        return path == mine or (bool(adopt) and path.startswith(os.path.join(adopt, ""))
-                                and path not in kept)
-
-    return [e for e in entries if ours(e.mountpoint) and e.alive(state.host)]
+        res = attacher.attach(entry.pid, rootfs=entry.rootfs, files=files,
+                              container_id=entry.container_id)
+        return {"pid": entry.pid, "replaced": res.replaced, "kept": res.kept,
+                "bound": res.bound, "dropped": res.dropped}
+    except (AttachError, ProcfsError, OSError) as e:
+        return {"pid": entry.pid, "failed": str(e)}
 
 
 def repair(mountpoint: str, state: StateFile | None = None, adopt: str = "",
            keep: Sequence[str] = ()) -> list[dict[str, object]]:
     """Attach again every live container recorded for `mountpoint` (and the orphans of shards
-    under `adopt` not in `keep`); what was done to each."""
+    under `adopt` not in `keep`), and the files lent to the containers of the shards in `keep`;
+    what was done to each."""
     state = state or StateFile()
     attacher = Attacher(mountpoint, state)
-    out: list[dict[str, object]] = []
-    for entry in attached_to(mountpoint, state, adopt, keep):
-        try:
-            res = attacher.attach(entry.pid, rootfs=entry.rootfs, files=entry.files,
-                                  container_id=entry.container_id)
-            out.append({"pid": entry.pid, "replaced": res.replaced, "kept": res.kept,
-                        "bound": res.bound, "dropped": res.dropped})
-        except (AttachError, ProcfsError, OSError) as e:
-            out.append({"pid": entry.pid, "failed": str(e)})
+    out = [_again(attacher, entry, entry.files)
+           for entry in attached_to(mountpoint, state, adopt, keep)]
+    shard_files: dict[str, set[str]] = {}
+    for entry in lent_to(state, keep):
+        shard = entry.mountpoint
+        if not serving(shard):
+            continue  # its own repair, once it serves again, binds these too
+        if shard not in shard_files:
+            shard_files[shard] = set(served_files(shard))
+        lent = [f for f in entry.files if f not in shard_files[shard]]
+        if lent:  # bound through the shard's attacher: the entry stays the shard's
+            out.append(_again(Attacher(shard, state), entry, lent))
     try:
         state.prune()
     except ProcfsError as e:
@@ -82,7 +105,8 @@ async def repair_attached(mountpoint: str, adopt: str = "", keep: Sequence[str] 
     """A trio task, started once the fresh mount serves: repair in a child process. Logs what
     it did; never raises."""
     try:
-        if not attached_to(mountpoint, StateFile(), adopt, keep):
+        state = StateFile()
+        if not attached_to(mountpoint, state, adopt, keep) and not lent_to(state, keep):
             return
         done = await trio.run_process(
             [sys.executable, "-m", "procfs.reattach", mountpoint, adopt, *keep],

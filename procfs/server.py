@@ -147,16 +147,16 @@ async def _watch_signals(cancel: trio.CancelScope, ops: ProcFS, services: Servic
 
 def shard_argv(config: Config, mountpoint: str) -> list[str]:
     """`procfs serve` for one shard of the server `config` describes: the same options (each
-    one of cli.serve_config's; test_shards checks that they all come back)."""
+    one of cli.serve_config's; test_shards checks that they all come back), but no dev/kmsg.
+    The server lends its own to the shards' containers (procfs.attach): all rings live in one
+    process, and a shard, where no request waits, runs one pyfuse3 worker task."""
     c = config
     argv = [sys.executable, "-m", "procfs", *["-v"] * c.verbose, "serve", mountpoint,
             "--shard-of", os.path.realpath(c.mountpoint), "--proc-root", c.proc_root,
             "--sys-root", c.sys_root, "--cpu-view", c.cpu_view.value,
             "--cache-ttl", repr(c.cache_ttl), "--max-background", str(c.max_background),
             "--control-dir", c.control_dir, "--kmsg-ring-size", str(c.kmsg.ring_bytes),
-            "--kmsg-host-log", c.kmsg.host_log or ""]
-    if not c.kmsg.enabled:
-        argv.append("--no-kmsg")
+            "--kmsg-host-log", c.kmsg.host_log or "", "--no-kmsg"]
     if c.cgroup_root:
         argv += ["--cgroup-root", c.cgroup_root]
     if c.fuse_debug:

@@ -8,9 +8,12 @@ from one of the K mounts, chosen by the container's pid namespace.
 Why one mount per process, not K processes reading one FUSE connection: the kernel hands any
 request to any reader of a connection, so the READ of an open file may reach a process that did
 not render it, and a container's /dev/kmsg readers and load average would have to be shared
-between processes. With a mount each, all of a container's files are served by one process, and
-nothing is shared. Every shard answers every caller rightly (each resolves its caller itself):
-the choice only spreads the load, and a container whose shard is down gets another.
+between processes. With a mount each, nothing is shared: a container's files are served by one
+process, except `dev/kmsg`, which shards do not serve: the server lends its own to every
+container (`procfs.attach`), so all rings live in one process and no request ever waits in a
+shard, which then runs one pyfuse3 worker task (`procfs.fs.worker_tasks`). Every shard answers
+every caller rightly (each resolves its caller itself): the choice only spreads the load, and a
+container whose shard is down gets another.
 
 The server supervises its shards (procfs.supervise); a restarted shard attaches its containers
 again, as a restarted server does.

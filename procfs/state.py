@@ -15,8 +15,8 @@ import fcntl
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Callable, Collection, Iterator
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from procfs.errors import ProcfsError
@@ -141,9 +141,23 @@ class StateFile:
             self._write(entries)
             return entries
 
-    def record(self, entry: Attachment) -> None:
-        """Add `entry`, replacing any entry for the same process."""
-        self.update(lambda es: [*(e for e in es if e.pid != entry.pid), entry])
+    def merge(self, entry: Attachment, handled: Collection[str],
+              uncreated: Collection[str] = ()) -> None:
+        """Record `entry` as what one attach did to the files it `handled` (bound, kept or
+        unbound): what an earlier attach of the same process recorded for the other files stays
+        (a server repairs only the files it serves in a container whose others a shard serves).
+        `uncreated`: created twins that attach removed."""
+
+        def change(entries: list[Attachment]) -> list[Attachment]:
+            files, created = set(entry.files), set(entry.created)
+            for e in entries:
+                if e.pid == entry.pid and e.start_ticks == entry.start_ticks:
+                    files |= set(e.files) - set(handled)
+                    created |= set(e.created) - set(uncreated)
+            merged = replace(entry, files=tuple(sorted(files)), created=tuple(sorted(created)))
+            return [*(e for e in entries if e.pid != entry.pid), merged]
+
+        self.update(change)
 
     def forget(self, pid: int) -> None:
         self.update(lambda es: [e for e in es if e.pid != pid])

@@ -85,19 +85,26 @@ def test_containers_spread_over_two_processes(two_workers: Server, state_dir: Pa
     with ExitStack() as stack:
         boxes = one_on_each(srv, stack, make_cgroup)
         assert set(boxes) == {srv.mountpoint, shard.mountpoint}
-        for where in boxes:  # each serves dev/kmsg, whose blocking reads wait
+        # The server serves dev/kmsg, whose blocking reads wait: pyfuse3's many worker tasks.
+        # The shard serves no dev/kmsg, so nothing waits there: one task.
+        assert not os.path.exists(os.path.join(shard.mountpoint, "dev/kmsg"))
+        for where, tasks in ((srv.mountpoint, MANY_TASKS), (shard.mountpoint, 1)):
             stats = request(socket_path(where, str(state_dir)), "stats")
-            assert stats["worker_tasks"] == MANY_TASKS
+            assert stats["worker_tasks"] == tasks
+        kmsg_dev = os.stat(os.path.join(srv.mountpoint, "dev/kmsg")).st_dev
         for where, (sb, mib) in boxes.items():
             assert free_total(sb) == mib * MIB
             assert sb.sh("getconf _NPROCESSORS_ONLN").strip().isdigit()
             entry = StateFile().find(sb.pid)
             assert entry is not None and entry.mountpoint == os.path.realpath(where)
-            # the container's files come from that mount: the same device
+            assert "dev/kmsg" in entry.files
+            # the container's files come from that mount: the same device; its dev/kmsg from
+            # the server's, whichever mount serves the rest
             inside = os.stat(f"/proc/{sb.pid}/root/proc/meminfo").st_dev
             assert inside == os.stat(os.path.join(where, "proc/meminfo")).st_dev
+            assert os.stat(f"/proc/{sb.pid}/root/dev/kmsg").st_dev == kmsg_dev
 
-        # Each container's kernel log lives in the process serving it; the CLI finds it there.
+        # Each container's kernel log is its own, all in the server's process.
         if have("dmesg"):
             for sb, mib in boxes.values():
                 r = procfs("kmsg", "--control-dir", str(state_dir), srv.mountpoint, "append",
@@ -119,6 +126,9 @@ def test_containers_spread_over_two_processes(two_workers: Server, state_dir: Pa
         # The shard dies: the server starts it again, and it attaches its container again.
         os.kill(shard.pid, signal.SIGKILL)
         sb, mib = boxes[shard.mountpoint]
+        if have("dmesg"):  # meanwhile its kernel log, lent by the server, stays readable
+            out = sb.run(["dmesg"], check=False)
+            assert out.returncode == 0 and f"hello {mib}" in out.stdout, out.stderr
 
         def repaired() -> bool:
             now = ServerRecord.of(shard.mountpoint)
@@ -242,3 +252,78 @@ def test_fewer_workers_after_a_restart_adopt_the_orphans(state_dir: Path,
         wait_for(adopted, 15, f"not adopted:\n{second.log()}")
         entry = StateFile().find(sb.pid)
         assert entry is not None and entry.mountpoint == os.path.realpath(second.mountpoint)
+
+
+def test_a_restart_repairs_the_dev_kmsg_lent_to_a_shards_container(
+        state_dir: Path, make_cgroup: Callable[..., Cgroup]) -> None:
+    """Restarted, the server's shard starts (and repairs its containers' files) before the
+    server mounts again; the server then binds, in the shard's container, the dev/kmsg it lends:
+    one live layer of each file, each from its process, and the record still the shard's."""
+    with ExitStack() as stack:
+        mount = tempfile.mkdtemp(prefix="procfs-mnt-")
+        stack.callback(os.rmdir, mount)  # last: after both servers stopped
+        args = ["--workers", "2", "--control-dir", str(state_dir)]
+        first = Server(mount, args=args)
+        stack.callback(first.stop)
+        first.start()
+        shard = shard_of(first)
+        sb, mib = one_on_each(first, stack, make_cgroup)[shard.mountpoint]
+        first.stop()
+        out = sb.run(["head", "-c", "1", "/dev/kmsg"], check=False)
+        assert out.returncode != 0 and "not connected" in out.stderr
+        second = Server(mount, args=args)
+        stack.callback(second.stop)
+        second.start()
+
+        def layers() -> dict[str, list[str]]:
+            with open(f"/proc/{sb.pid}/mountinfo") as f:
+                found: dict[str, list[str]] = {}
+                for e in parse_mountinfo(f.read()):
+                    if e.fstype == "fuse.procfs" and e.mountpoint in ("/dev/kmsg", "/proc/meminfo"):
+                        found.setdefault(e.mountpoint, []).append(e.dev)
+                return found
+
+        def dev(path: str) -> str:
+            st = os.stat(path)
+            return f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}"
+
+        def repaired() -> bool:
+            now = layers()
+            return (now.get("/dev/kmsg") == [dev(os.path.join(mount, "dev/kmsg"))]
+                    and now.get("/proc/meminfo") == [dev(os.path.join(shard.mountpoint,
+                                                                      "proc/meminfo"))])
+
+        wait_for(repaired, 20, f"not repaired: {layers()}\n{second.log()}")
+        assert free_total(sb) == mib * MIB
+        r = procfs("kmsg", "--control-dir", str(state_dir), mount, "append", str(sb.pid), "back")
+        assert r.returncode == 0, r.stderr
+        if have("dmesg"):
+            assert "back" in sb.run(["dmesg"]).stdout
+        entry = StateFile().find(sb.pid)
+        assert entry is not None and entry.mountpoint == shard.mountpoint
+        assert "dev/kmsg" in entry.files and "proc/meminfo" in entry.files
+        assert "Traceback" not in second.log()
+
+
+def test_the_server_repairs_the_dev_kmsg_it_lends(two_workers: Server,
+                                                  make_cgroup: Callable[..., Cgroup]) -> None:
+    """The server's repair binds, in a container its shard serves, the files it lends (the
+    shard's own repair does so too when the server already serves; this is the pass for when it
+    did not), leaving the shard's files and the record as they were."""
+    from procfs.reattach import repair
+
+    shard = shard_of(two_workers)
+    with ExitStack() as stack:
+        sb, mib = one_on_each(two_workers, stack, make_cgroup)[shard.mountpoint]
+        before = StateFile().find(sb.pid)
+        sb.sh("umount /dev/kmsg")
+        out = [r for r in repair(two_workers.mountpoint, keep=[shard.mountpoint])
+               if r["pid"] == sb.pid]  # the other container: the server's own, all kept
+        assert out == [{"pid": sb.pid, "replaced": [], "kept": [], "bound": ["dev/kmsg"],
+                        "dropped": []}], out
+        kmsg_dev = os.stat(os.path.join(two_workers.mountpoint, "dev/kmsg")).st_dev
+        assert os.stat(f"/proc/{sb.pid}/root/dev/kmsg").st_dev == kmsg_dev
+        after = StateFile().find(sb.pid)
+        assert before is not None and after is not None
+        assert (after.mountpoint, after.files) == (before.mountpoint, before.files)
+        assert free_total(sb) == mib * MIB

@@ -25,13 +25,13 @@ def me() -> Attachment:
                       "/var/lib/procfs", files=("proc/meminfo",))
 
 
-def test_state_records_replaces_forgets_and_prunes(tmp_path) -> None:
+def test_state_records_forgets_and_prunes(tmp_path) -> None:
     state = StateFile(str(tmp_path / "run" / "attached.json"))
     assert state.load() == []
     live = me()
     dead = Attachment(live.pid, live.start_ticks + 1, 1, 2, "/m")  # same pid, other start
-    state.record(live)
-    state.record(live)  # one entry per process
+    state.merge(live, handled=live.files)
+    state.merge(live, handled=live.files)  # one entry per process
     assert state.load() == [live]
     # a stale entry (the pid reused by another process) is pruned on the next write
     with open(state.path, "w") as f:
@@ -42,6 +42,28 @@ def test_state_records_replaces_forgets_and_prunes(tmp_path) -> None:
     state.forget(live.pid)
     assert state.load() == []
     assert sorted(os.listdir(tmp_path / "run")) == ["attached.json", "attached.json.lock"]
+
+
+def test_state_merges_what_one_attach_handled_into_the_entry(tmp_path) -> None:
+    """A server repairing the file it lends (dev/kmsg) in a shard's container records that file
+    and keeps what the shard's attach recorded for the others; an unbound file leaves."""
+    from dataclasses import replace
+
+    state = StateFile(str(tmp_path / "attached.json"))
+    shard = replace(me(), mountpoint="/run/procfs/shards/x/1",
+                    files=("dev/kmsg", "proc/meminfo", "proc/stat"), created=("dev/kmsg",))
+    state.merge(shard, handled=shard.files)
+    lent = replace(shard, files=("dev/kmsg",), created=(), attached_at=1.0)
+    state.merge(lent, handled=["dev/kmsg"])
+    assert state.load() == [replace(shard, attached_at=1.0)]
+    # restarted with --no-kmsg: dev/kmsg unbound and its created twin removed
+    state.merge(replace(shard, files=("proc/meminfo",), created=()),
+                handled=["proc/meminfo", "dev/kmsg"], uncreated=["dev/kmsg"])
+    assert state.load() == [replace(shard, files=("proc/meminfo", "proc/stat"), created=())]
+    # nothing recorded before: the entry holds what this attach did
+    state.forget(shard.pid)
+    state.merge(lent, handled=["dev/kmsg", "proc/meminfo"])
+    assert state.load() == [lent]
 
 
 def test_state_rejects_garbage(tmp_path) -> None:

@@ -249,6 +249,9 @@ def test_a_shard_gets_every_option_of_its_server() -> None:
     shard = serve_config(parser().parse_args(shard_argv(server, "/run/s/1")[3:]))  # after -m procfs
     assert shard.mountpoint == "/run/s/1" and shard.shard_of == os.path.realpath("/mnt/p")
     assert shard.workers == 1  # a shard runs no shards of its own
+    # and serves no dev/kmsg, even for a server that does: the server lends its own
+    assert default.kmsg.enabled and not serve_config(
+        parser().parse_args(shard_argv(default, "/run/s/1")[3:])).kmsg.enabled
     own = ("mountpoint", "shard_of", "workers", "lifeline")  # set per shard, not passed on
     for name in vars(server):
         if name not in own:
