@@ -22,7 +22,7 @@ from typing import Any
 from benchmarks.daemons import Daemon, Floor, Lxcfs, Procfs, ensure_lxcfs
 from procfs.hostproc import HostProc
 from procfs.sandbox import Cgroup, Limits, Sandbox, served_paths, unique_name
-from procfs.shards import choose
+from procfs.shards import choose, served_by
 
 FILES = (
     "proc/meminfo",
@@ -184,6 +184,15 @@ class Bench:
             _communicate(p, 60)
         return time.monotonic() - t0
 
+    def latency_note(self) -> str:
+        """Which of procfs's processes serves the latency reader's container (with --workers,
+        the server's own runs pyfuse3's many worker tasks, for dev/kmsg; its shards one)."""
+        main = self.daemons["procfs"].mountpoint
+        mount = choose(main, self.containers[0].pidns)
+        where = "the server's own process" if mount == main else "a shard"
+        return (f"procfs serves container 0 (the latency reader's) from {where}, of "
+                f"{len(served_by(main))} processes.")
+
     # Measurements
 
     def latency(self, rel: str) -> dict[str, dict[str, float]]:
@@ -247,6 +256,8 @@ class Bench:
             largest = max(self.o.ns)
             for n in sorted(self.o.ns):
                 results.setup_seconds[n] = self.grow(n)
+                if not results.notes:
+                    results.notes.append(self.latency_note())
                 results.latency[n] = {f: self.latency(f) for f in self.files}
                 if self.o.tput_at == "all" or n == largest:
                     by_readers: dict[int, dict[str, dict[str, dict[str, float]]]] = {}

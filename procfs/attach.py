@@ -483,15 +483,14 @@ class Attacher:
 
     def detach(self, pid: int, *, rootfs: str | None = None) -> Result:
         self._identity(pid)
-        entry = self.state.find(pid) if self.state is not None else None
-        if rootfs is None and entry is not None:
-            rootfs = entry.rootfs
-        prefix = self._prefix(pid, rootfs)
         if os.geteuid() != 0:
             raise NoPermission("permission denied: detach needs root (CAP_SYS_ADMIN)")
-        t = Target(pid, prefix)
-        created = entry.created if entry is not None else ()
         with self._one_at_a_time(pid):
+            entry = self.state.find(pid) if self.state is not None else None
+            if rootfs is None and entry is not None:
+                rootfs = entry.rootfs
+            created = entry.created if entry is not None else ()
+            t = Target(pid, self._prefix(pid, rootfs))
             res = Result(**_in_child(_detach_child, t, self.proc_root, created))
             if self.state is not None:
                 self.state.forget(pid)
