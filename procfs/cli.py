@@ -137,7 +137,10 @@ def _kmsg(args: argparse.Namespace) -> int:
             print(f"{result['ring']} seq {result['seq']}")
     except ControlError as e:
         if "unknown command 'kmsg." in str(e):
-            e = ControlError(f"the server at {args.mountpoint} serves no dev/kmsg (--no-kmsg)")
+            record = ServerRecord.of(args.mountpoint)
+            e = ControlError(f"{args.mountpoint} is a shard: its server at {record.shard_of} "
+                             "holds the rings" if record is not None and record.shard_of else
+                             f"the server at {args.mountpoint} serves no dev/kmsg (--no-kmsg)")
         print(f"procfs kmsg: {e}", file=sys.stderr)
         return 1
     return 0

@@ -117,6 +117,8 @@ def test_containers_spread_over_two_processes(two_workers: Server, state_dir: Pa
             r = procfs("kmsg", "--control-dir", str(state_dir), srv.mountpoint, "show",
                        str(boxes[shard.mountpoint][0].pid))
             assert r.returncode == 0 and f"hello {boxes[shard.mountpoint][1]}" in r.stdout
+            r = procfs("kmsg", "--control-dir", str(state_dir), shard.mountpoint, "list")
+            assert r.returncode == 1 and "is a shard: its server at" in r.stderr, r.stderr
 
         # `procfs reload` reloads both.
         r = procfs("reload", "--mount", srv.mountpoint)
