@@ -146,3 +146,27 @@ def test_oci_hook_with_bad_input_lets_the_container_start(tmp_path) -> None:
     r = subprocess.run([sys.executable, "-m", "procfs", "oci-hook", "--strict"], input="nope",
                        capture_output=True, text=True)
     assert r.returncode == ExitCode.USAGE
+
+
+def test_attaches_of_one_pid_take_turns(tmp_path) -> None:
+    """A server and its shard repairing one container at once: the second waits for the first
+    (an flock on the pid's lock file beside the state file); other pids do not wait."""
+    import fcntl
+
+    from procfs.attach import LOCKS, Attacher
+
+    attacher = Attacher("/nowhere", StateFile(str(tmp_path / "attached.json")))
+
+    def locked(pid: int) -> bool:
+        fd = os.open(tmp_path / "locks" / f"attach-{pid % LOCKS}", os.O_RDWR | os.O_CREAT)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return False
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+
+    with attacher._one_at_a_time(4242):
+        assert locked(4242) and locked(4242 + LOCKS) and not locked(4243)
+    assert not locked(4242)
