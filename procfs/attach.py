@@ -413,23 +413,24 @@ class Attacher:
             raise Refusal(f"pid {pid} shares the host's mount namespace: "
                           "refusing to cover the host's /proc (give --rootfs)")
 
-    def sources(self, mount: str) -> tuple[dict[str, str], bool]:
-        """{file: the mount it comes from} for a container served by `mount`: the files `mount`
-        serves, and those only its server serves (a shard serves no file that waits: its
-        containers get `dev/kmsg` from its server's mount). And whether that is every file: not
-        while the server is down (a shard repairing its containers before its restarted server
-        mounted again), when the files only the server serves are unknown."""
-        sources = dict.fromkeys(served_files(mount), mount)
+    def sources(self, mount: str, dev: str) -> tuple[dict[str, tuple[str, str]], bool]:
+        """{file: (the mount it comes from, that mount's device)} for a container served by
+        `mount` (device `dev`): the files `mount` serves, and those only its server serves (a
+        shard serves no file that waits: its containers get `dev/kmsg` from its server's mount).
+        And whether that is every file: not while the server is down (a shard repairing its
+        containers before its restarted server mounted again), when the files only the server
+        serves are unknown."""
+        sources = dict.fromkeys(served_files(mount), (mount, dev))
         record = ServerRecord.of(mount)
         home = record.shard_of if record is not None else ""
         if not home:
             return sources, True
         try:
-            server_dev(home, self.proc_root)
+            home_dev = server_dev(home, self.proc_root)
         except ServerDown:
             return sources, False
         for rel in served_files(home):
-            sources.setdefault(rel, home)
+            sources.setdefault(rel, (home, home_dev))
         return sources, True
 
     @contextlib.contextmanager
@@ -456,12 +457,11 @@ class Attacher:
                container_id: str | None = None) -> Result:
         start, pidns, mntns = self._identity(pid)
         mount = choose(self.mount, pidns) if self.spread else self.mount
-        server_dev(mount, self.proc_root)
+        dev = server_dev(mount, self.proc_root)
         prefix = self._prefix(pid, rootfs)
         self._check_target(pid, mntns, prefix)
-        sources, complete = self.sources(mount)
-        devs = {m: server_dev(m, self.proc_root) for m in set(sources.values())}
-        binds = tuple(Bind(rel, m, devs[m]) for rel, m in sorted(sources.items())
+        sources, complete = self.sources(mount, dev)
+        binds = tuple(Bind(rel, m, d) for rel, (m, d) in sorted(sources.items())
                       if files is None or rel in files)
         with self._one_at_a_time(pid):
             previous = self.state.find(pid) if self.state is not None else None

@@ -84,16 +84,20 @@ def repair(mountpoint: str, state: StateFile | None = None, adopt: str = "",
     attacher = Attacher(mountpoint, state)
     out = [_again(attacher, entry, entry.files)
            for entry in attached_to(mountpoint, state, adopt, keep)]
-    shard_files: dict[str, set[str]] = {}
+    # Per shard, once: its attacher and its files; None while it is down (its own repair, once
+    # it serves again, binds the lent files too).
+    lenders: dict[str, tuple[Attacher, set[str]] | None] = {}
     for entry in lent_to(state, keep):
         shard = entry.mountpoint
-        if not serving(shard):
-            continue  # its own repair, once it serves again, binds these too
-        if shard not in shard_files:
-            shard_files[shard] = set(served_files(shard))
-        lent = [f for f in entry.files if f not in shard_files[shard]]
+        if shard not in lenders:
+            lenders[shard] = ((Attacher(shard, state), set(served_files(shard)))
+                              if serving(shard) else None)
+        lender = lenders[shard]
+        if lender is None:
+            continue
+        lent = [f for f in entry.files if f not in lender[1]]
         if lent:  # bound through the shard's attacher: the entry stays the shard's
-            out.append(_again(Attacher(shard, state), entry, lent))
+            out.append(_again(lender[0], entry, lent))
     try:
         state.prune()
     except ProcfsError as e:
