@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
@@ -19,6 +20,7 @@ from collections.abc import Sequence
 
 from procfs.sandbox import Server
 
+PAGE = os.sysconf("SC_PAGE_SIZE")
 LXCFS_RUNTIME = "/run/lxcfs"  # LXCFS makes its controllers/ and root/ here (a private mount ns)
 
 
@@ -42,6 +44,25 @@ def private_bytes(pid: int) -> int:
     """Pages no other process maps."""
     path = f"/proc/{pid}/smaps_rollup"
     return _kib(path, "Private_Clean:") + _kib(path, "Private_Dirty:")
+
+
+PFN_MASK = (1 << 55) - 1  # /proc/PID/pagemap: bits 0-54 the page frame, bit 63 "present"
+
+
+def resident_frames(pid: int) -> set[int]:
+    """The physical pages a process has resident (root only: others read frame numbers as 0)."""
+    frames: set[int] = set()
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/maps") as maps, \
+            open(f"/proc/{pid}/pagemap", "rb") as pagemap:
+        for line in maps:
+            start, end = (int(x, 16) for x in line.split()[0].split("-"))
+            with contextlib.suppress(OSError):  # [vsyscall] is not in the page map
+                pagemap.seek(start // PAGE * 8)
+                entries = pagemap.read((end - start) // PAGE * 8)
+                frames.update(e & PFN_MASK for (e,) in struct.iter_unpack("<Q", entries)
+                              if e >> 63)
+    frames.discard(0)
+    return frames
 
 
 def _kib(path: str, key: str) -> int:
@@ -103,11 +124,16 @@ class Daemon(Server):
         return sum(cpu_seconds(pid) for pid in self.pids())
 
     def resident_bytes(self) -> int:
-        """Resident memory of its processes, each page once: the first's RSS, and the private
-        pages of each other one (what it adds: the pages it shares are the same interpreter,
-        libraries and files as the first's)."""
+        """Resident memory of its processes, each physical page once (procfs's shards share
+        pages with the server they were forked from). Without the page frames (not root): the
+        first's RSS and the private pages of each other one."""
         pids = self.pids()
-        return rss_bytes(pids[0]) + sum(private_bytes(pid) for pid in pids[1:]) if pids else 0
+        if not pids:
+            return 0
+        frames = [resident_frames(pid) for pid in pids]
+        if all(frames):
+            return len(set().union(*frames)) * PAGE
+        return rss_bytes(pids[0]) + sum(private_bytes(pid) for pid in pids[1:])
 
     def rss_bytes(self) -> int:
         """Resident memory of all its processes, summed (pages they share counted in each)."""

@@ -121,8 +121,9 @@ def markdown(r: Results) -> str:
         lines.append("")
     lines += ["## Resident memory after the measurements at each N", "",
               "MiB resident in all the processes of a server (with `--workers`, procfs's "
-              "shards too), each page once: the first process's VmRSS plus the private pages "
-              "of the others. In parentheses: VmRSS summed over the processes (shared pages "
+              "shards too), each physical page once (the union of their page frames, from "
+              "/proc/PID/pagemap: shards forked from the server share its pages). In "
+              "parentheses: VmRSS summed over the processes (shared pages "
               "counted in each) / PSS summed.", "",
               "| N | procfs | LXCFS | floor | setup s |", "|---:|---:|---:|---:|---:|"]
     for n in ns:

@@ -10,8 +10,6 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-import trio
-
 from procfs.cgroup_cpu import CpuViewMode
 from procfs.control import DEFAULT_DIR as DEFAULT_CONTROL_DIR
 from procfs.fusectl import DEFAULT_MAX_BACKGROUND
@@ -49,10 +47,10 @@ def serve_config(args: argparse.Namespace) -> Config:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from procfs.server import UsageError, serve
+    from procfs.server import UsageError, run
 
     try:
-        trio.run(serve, serve_config(args))
+        run(serve_config(args))
     except UsageError as e:
         print(f"procfs: {e}", file=sys.stderr)
         return 2

@@ -19,6 +19,7 @@ import trio
 
 from procfs.fs import ProcFS
 from procfs.fusectl import tune_connection
+from procfs.prefork import Forked, fork_shards
 from procfs.reattach import repair_attached
 from procfs.registry import all_nodes
 from procfs.reload import ReloadError, reload_code
@@ -146,12 +147,17 @@ async def _watch_signals(cancel: trio.CancelScope, ops: ProcFS, services: Servic
 
 
 def shard_argv(config: Config, mountpoint: str) -> list[str]:
+    """The command that runs one shard of the server `config` describes (an exec: a restart)."""
+    return [sys.executable, "-m", "procfs", *shard_args(config, mountpoint)]
+
+
+def shard_args(config: Config, mountpoint: str) -> list[str]:
     """`procfs serve` for one shard of the server `config` describes: the same options (each
     one of cli.serve_config's; test_shards checks that they all come back), but no dev/kmsg.
     The server lends its own to the shards' containers (procfs.attach): all rings live in one
     process, and a shard, where no request waits, runs one pyfuse3 worker task."""
     c = config
-    argv = [sys.executable, "-m", "procfs", *["-v"] * c.verbose, "serve", mountpoint,
+    argv = [*["-v"] * c.verbose, "serve", mountpoint,
             "--shard-of", os.path.realpath(c.mountpoint), "--proc-root", c.proc_root,
             "--sys-root", c.sys_root, "--cpu-view", c.cpu_view.value,
             "--cache-ttl", repr(c.cache_ttl), "--max-background", str(c.max_background),
@@ -179,9 +185,17 @@ def raise_fd_limit() -> None:
     log.debug("descriptor limit raised from %d to %d", soft, want)
 
 
-async def serve(config: Config) -> None:
+def run(config: Config) -> None:
+    """`procfs serve`: check the mountpoint, fork the shards (procfs.prefork: before trio runs,
+    so that they share this process's pages), then serve."""
     check_mountpoint(config.mountpoint)
-    raise_fd_limit()  # before the resolver sizes its pidfd budget from it
+    raise_fd_limit()  # before the resolver sizes its pidfd budget from it (shards inherit it)
+    mounts = [] if config.shard_of else shard_mountpoints(config.mountpoint, config.workers)
+    forked = fork_shards([(shard_args(config, m), m) for m in mounts])
+    trio.run(serve, config, forked)
+
+
+async def serve(config: Config, forked: dict[str, tuple[Forked, int]]) -> None:
     services = Services.build(config)
     ops = ProcFS(all_nodes(services), services.resolver, services.render_cache)
     services.control.register("stats", ops.stats, "open files and requests in progress")
@@ -190,7 +204,7 @@ async def serve(config: Config) -> None:
     record.shards = shard_mountpoints(config.mountpoint, config.workers)
     # Where shards of this mount live, ours now or a previous run's (adopted when orphaned).
     orphans_under = "" if config.shard_of else shard_root(config.mountpoint)
-    shards = [Shard(shard_argv(config, m), m) for m in record.shards]
+    shards = [Shard(shard_argv(config, m), m, forked=forked.get(m)) for m in record.shards]
     try:
         async with trio.open_nursery() as nursery:
             for task in services.background:

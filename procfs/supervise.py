@@ -1,5 +1,5 @@
 """A shard's process (procfs.shards), kept running by the server that owns it: started at once
-with the others, started again when it dies (with a growing pause, so that one that cannot start
+with the others (forked before trio runs: procfs.prefork), started again (exec) when it dies (with a growing pause, so that one that cannot start
 does not spin), reloaded and stopped with its server, and stopped too if the server dies first:
 each shard holds the read end of a pipe (its lifeline) whose write end only the server holds, and
 stops at EOF. (Not PR_SET_PDEATHSIG: trio starts processes from a worker thread, and the signal
@@ -49,11 +49,13 @@ class Shard:
 
     def __init__(self, argv: list[str], mountpoint: str,
                  serves: Callable[[int], bool] | None = None,
-                 spawn: Spawn = trio.lowlevel.open_process) -> None:
+                 spawn: Spawn = trio.lowlevel.open_process,
+                 forked: tuple[Process, int] | None = None) -> None:
         self.argv = argv
         self.mountpoint = mountpoint
         self._serves = serves or self._record_says
         self._spawn = spawn
+        self._forked = forked  # started already (procfs.prefork): (process, lifeline's end)
         self.proc: Process | None = None
         self.starts = 0
 
@@ -95,7 +97,11 @@ class Shard:
                 os.rmdir(os.path.dirname(self.mountpoint))  # the last shard: its server's
                 os.rmdir(os.path.dirname(os.path.dirname(self.mountpoint)))  # and all servers'
 
-    async def _once(self, ready: Callable[[], None]) -> int:
+    async def _start(self) -> tuple[Process, int]:
+        """The shard's process, and the write end of its lifeline."""
+        if self._forked is not None:
+            forked, self._forked = self._forked, None
+            return forked
         env = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}  # systemd: ours
         life, line = os.pipe()  # neither inherited by other children (O_CLOEXEC)
         try:
@@ -107,6 +113,10 @@ class Shard:
             raise
         finally:
             os.close(life)
+        return proc, line
+
+    async def _once(self, ready: Callable[[], None]) -> int:
+        proc, line = await self._start()
         self.proc = proc
         self.starts += 1
         try:

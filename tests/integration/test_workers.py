@@ -50,6 +50,11 @@ def shard_of(srv: Server) -> ServerRecord:
     return shard
 
 
+def smaps_kib(pid: int, field: str) -> int:
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        return sum(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+
+
 def wait_for(what: Callable[[], bool], seconds: float, why: str) -> None:
     deadline = time.monotonic() + seconds
     while not what():
@@ -82,6 +87,10 @@ def test_containers_spread_over_two_processes(two_workers: Server, state_dir: Pa
     assert srv.proc is not None
     shard = shard_of(srv)
     assert shard.pid != srv.proc.pid and shard.shard_of == os.path.realpath(srv.mountpoint)
+    # Forked from the server before trio ran (procfs.prefork): it shares the server's pages.
+    assert HostProc().stat(shard.pid).ppid == srv.proc.pid
+    assert Path(f"/proc/{shard.pid}/comm").read_text().strip() == "procfs-shard"
+    assert smaps_kib(shard.pid, "Shared_Dirty") > 4096, "the shard shares no heap"
     with ExitStack() as stack:
         boxes = one_on_each(srv, stack, make_cgroup)
         assert set(boxes) == {srv.mountpoint, shard.mountpoint}
@@ -142,6 +151,9 @@ def test_containers_spread_over_two_processes(two_workers: Server, state_dir: Pa
         wait_for(repaired, 20, f"shard not back:\n{srv.log()}")
         assert free_total(boxes[srv.mountpoint][0]) == boxes[srv.mountpoint][1] * MIB
         new_pid = ServerRecord.of(shard.mountpoint).pid  # type: ignore[union-attr]
+        # A restart cannot fork a running trio: it is an exec of the shard's command line.
+        argv = Path(f"/proc/{new_pid}/cmdline").read_bytes().split(b"\0")
+        assert argv[1:3] == [b"-m", b"procfs"] and shard.mountpoint.encode() in argv, argv
 
     # Stopping the server stops its shard: no mount, process or directory is left.
     srv.stop()

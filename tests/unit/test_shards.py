@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import os
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -234,11 +235,11 @@ def test_a_shard_stops_when_its_lifeline_breaks() -> None:
 
 
 def test_a_shard_gets_every_option_of_its_server() -> None:
-    """server.shard_argv repeats `procfs serve`'s options by hand: each one, set away from its
+    """server.shard_args repeats `procfs serve`'s options by hand: each one, set away from its
     default, must come back from the shard's command line (an option forgotten there would leave
     the shards serving with its default)."""
     from procfs.cli import parser, serve_config
-    from procfs.server import shard_argv
+    from procfs.server import shard_args, shard_argv
 
     argv = ["-vv", "serve", "/mnt/p", "--proc-root", "/p", "--sys-root", "/s",
             "--cgroup-root", "/c", "--cpu-view", "cpuset", "--cache-ttl", "0.25",
@@ -246,14 +247,62 @@ def test_a_shard_gets_every_option_of_its_server() -> None:
             "--kmsg-ring-size", "4096", "--kmsg-host-log", "", "--no-kmsg", "--control-dir", "/ctl"]
     server = serve_config(parser().parse_args(argv))
     default = serve_config(parser().parse_args(["serve", "/mnt/p"]))
-    shard = serve_config(parser().parse_args(shard_argv(server, "/run/s/1")[3:]))  # after -m procfs
+    shard = serve_config(parser().parse_args(shard_args(server, "/run/s/1")))
+    assert shard_argv(server, "/run/s/1")[1:] == ["-m", "procfs", *shard_args(server, "/run/s/1")]
     assert shard.mountpoint == "/run/s/1" and shard.shard_of == os.path.realpath("/mnt/p")
     assert shard.workers == 1  # a shard runs no shards of its own
     # and serves no dev/kmsg, even for a server that does: the server lends its own
     assert default.kmsg.enabled and not serve_config(
-        parser().parse_args(shard_argv(default, "/run/s/1")[3:])).kmsg.enabled
+        parser().parse_args(shard_args(default, "/run/s/1"))).kmsg.enabled
     own = ("mountpoint", "shard_of", "workers", "lifeline")  # set per shard, not passed on
     for name in vars(server):
         if name not in own:
             assert getattr(server, name) != getattr(default, name), f"argv leaves {name} as is"
             assert getattr(shard, name) == getattr(server, name), name
+
+
+def test_a_forked_shard_runs_first_then_restarts_by_exec(tmp_path: Path) -> None:
+    """procfs.prefork's process is the first run; when it ends, the shard is spawned."""
+    first = Spawner([2.0])
+    spawn = Spawner([1000.0])
+
+    async def main() -> None:
+        r, w = os.pipe()
+        os.close(r)
+        forked = await first(["forked"])
+        shard = Shard(["procfs"], str(tmp_path / "1"), lambda pid: True, spawn, forked=(forked, w))
+        await _supervise(shard, 5.0)
+        with pytest.raises(OSError):
+            os.fstat(w)  # its lifeline's end closed once it ended
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    assert len(first.procs) == 1 and first.procs[0].poll() == 3  # ran and ended by itself
+    assert len(spawn.procs) == 1 and spawn.started == [pytest.approx(2.0 + supervise.MIN_BACKOFF)]
+
+
+def test_forked_waits_signals_and_reaps_through_a_pidfd() -> None:
+    from procfs.prefork import Forked
+
+    def child(code: int, sleep: float) -> Forked:
+        pid = os.fork()
+        if pid == 0:
+            time.sleep(sleep)
+            os._exit(code)
+        return Forked(pid)
+
+    async def main() -> None:
+        quick = child(7, 0.0)
+        assert await quick.wait() == 7 and quick.returncode == 7 and quick.pidfd is None
+        slow = child(0, 60.0)
+        try:
+            assert slow.poll() is None and slow.returncode is None
+            slow.send_signal(signal.SIGTERM)
+            with trio.fail_after(10):
+                assert await slow.wait() == -signal.SIGTERM
+            slow.kill()  # ended: nothing to signal, no error
+        finally:
+            if slow.returncode is None:
+                os.kill(slow.pid, signal.SIGKILL)
+                os.waitpid(slow.pid, 0)
+
+    trio.run(main)
