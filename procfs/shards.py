@@ -1,9 +1,9 @@
 """Serving from several processes (`procfs serve MOUNT --workers K`): one mount per process.
 
 One Python process renders one file at a time. When a host's containers read faster than one core
-renders, the server runs K-1 more servers ("shards"), each a whole `procfs serve` on a mount of its
+renders, the server runs K servers more ("shards"), each a whole `procfs serve` on a mount of its
 own (`<state dir>/shards/<hash of MOUNT>/<i>`), and `procfs attach` binds each container's files
-from one of the K mounts, chosen by the container's pid namespace.
+from one of the shards, chosen by the container's pid namespace.
 
 Why one mount per process, not K processes reading one FUSE connection: the kernel hands any
 request to any reader of a connection, so the READ of an open file may reach a process that did
@@ -11,12 +11,15 @@ not render it, and a container's /dev/kmsg readers and load average would have t
 between processes. With a mount each, nothing is shared: a container's files are served by one
 process, except `dev/kmsg`, which shards do not serve: the server lends its own to every
 container (`procfs.attach`), so all rings live in one process and no request ever waits in a
-shard, which then runs one pyfuse3 worker task (`procfs.fs.worker_tasks`). Every shard answers
-every caller rightly (each resolves its caller itself): the choice only spreads the load, and a
-container whose shard is down gets another.
+shard, which then runs one pyfuse3 worker task (`procfs.fs.worker_tasks`). The server's own
+process, whose blocking dev/kmsg reads need many tasks (and so hand pyfuse3's read lock from task
+to task on every request), serves the host, dev/kmsg, and the other files of a container only
+while no shard serves. Every shard answers every caller rightly (each resolves its caller
+itself): the choice only spreads the load, and a container whose shard is down gets another.
 
-The server supervises its shards (procfs.supervise); a restarted shard attaches its containers
-again, as a restarted server does.
+The server forks its shards before trio runs (procfs.prefork: they share its pages) and
+supervises them (procfs.supervise); a restarted shard attaches its containers again, as a
+restarted server does.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import os
 
 from procfs.runtime import ServerRecord, state_dir
 
-MAX_AUTO = 4  # `--workers auto`: one per CPU, at most this many (each costs ~25 MiB)
+MAX_AUTO = 4  # `--workers auto`: one per CPU, at most this many (each forked shard ~10 MiB)
 GOLDEN = 0x9E3779B97F4A7C15  # Fibonacci hashing: namespace inodes come in strides (one per
 # namespace a container makes), so `inode % K` would send them all to the same process
 
@@ -51,9 +54,10 @@ def shard_root(mountpoint: str) -> str:
 
 
 def shard_mountpoints(mountpoint: str, workers: int) -> list[str]:
-    """Where the shards of the server of `mountpoint` mount (none for one worker)."""
+    """Where the shards of the server of `mountpoint` mount: one per worker, none for one (the
+    server's own process serves everything then)."""
     directory = shard_root(mountpoint)
-    return [os.path.join(directory, str(i)) for i in range(1, workers)]
+    return [os.path.join(directory, str(i)) for i in range(1, workers + 1)] if workers > 1 else []
 
 
 def serving(mountpoint: str) -> bool:
@@ -68,16 +72,15 @@ def served_by(mountpoint: str, record: ServerRecord | None = None) -> list[str]:
 
 
 def choose(mountpoint: str, key: int) -> str:
-    """The mount to bind a container's files from: `mountpoint` or one of its server's shards,
-    picked by `key` (the container's pid namespace inode: the same for all its processes). A shard
-    not serving is passed over."""
+    """The mount to bind a container's files from: one of its server's shards, picked by `key`
+    (the container's pid namespace inode: the same for all its processes). A shard not serving is
+    passed over; with none serving (or none at all), `mountpoint` itself."""
     record = ServerRecord.of(mountpoint)
     if record is None or not record.shards:
         return mountpoint
     spread = (key * GOLDEN) % (1 << 64) >> 32
-    every = [mountpoint, *record.shards]
-    pick = every[spread % len(every)]
-    if pick == mountpoint or serving(pick):
+    pick = record.shards[spread % len(record.shards)]
+    if serving(pick):
         return pick
-    live = served_by(mountpoint, record)
+    live = served_by(mountpoint, record)[1:] or [mountpoint]
     return live[spread % len(live)]

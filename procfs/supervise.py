@@ -1,9 +1,10 @@
 """A shard's process (procfs.shards), kept running by the server that owns it: started at once
-with the others (forked before trio runs: procfs.prefork), started again (exec) when it dies (with a growing pause, so that one that cannot start
-does not spin), reloaded and stopped with its server, and stopped too if the server dies first:
-each shard holds the read end of a pipe (its lifeline) whose write end only the server holds, and
-stops at EOF. (Not PR_SET_PDEATHSIG: trio starts processes from a worker thread, and the signal
-follows that thread's exit, not the server's.)"""
+with the others (forked before trio runs: procfs.prefork), started again (exec) when it dies
+(with a growing pause, so that one that cannot start does not spin), reloaded and stopped with its
+server, and stopped too if the server dies first: each shard holds the read end of a pipe (its
+lifeline) whose write end only the server holds, and stops at EOF. (Not PR_SET_PDEATHSIG: trio
+starts processes from a worker thread, and the signal follows that thread's exit, not the
+server's.)"""
 
 from __future__ import annotations
 

@@ -42,12 +42,17 @@ def two_workers(state_dir: Path) -> Iterator[Server]:
         yield srv
 
 
-def shard_of(srv: Server) -> ServerRecord:
+def shards_of(srv: Server) -> list[ServerRecord]:
+    """The records of a `--workers 2` server's two shards, both serving."""
     record = ServerRecord.of(srv.mountpoint)
-    assert record is not None and len(record.shards) == 1
-    shard = ServerRecord.of(record.shards[0])
-    assert shard is not None and shard.alive()
-    return shard
+    assert record is not None and len(record.shards) == 2
+    shards = [ServerRecord.of(m) for m in record.shards]
+    assert all(s is not None and s.alive() for s in shards)
+    return shards  # type: ignore[return-value]
+
+
+def shard_of(srv: Server) -> ServerRecord:
+    return shards_of(srv)[0]
 
 
 def smaps_kib(pid: int, field: str) -> int:
@@ -85,19 +90,22 @@ def test_containers_spread_over_two_processes(two_workers: Server, state_dir: Pa
                                               make_cgroup: Callable[..., Cgroup]) -> None:
     srv = two_workers
     assert srv.proc is not None
-    shard = shard_of(srv)
-    assert shard.pid != srv.proc.pid and shard.shard_of == os.path.realpath(srv.mountpoint)
-    # Forked from the server before trio ran (procfs.prefork): it shares the server's pages.
-    assert HostProc().stat(shard.pid).ppid == srv.proc.pid
-    assert Path(f"/proc/{shard.pid}/comm").read_text().strip() == "procfs-shard"
-    assert smaps_kib(shard.pid, "Shared_Dirty") > 4096, "the shard shares no heap"
+    shards = shards_of(srv)
+    shard = shards[0]
+    for s in shards:
+        assert s.pid != srv.proc.pid and s.shard_of == os.path.realpath(srv.mountpoint)
+        # Forked from the server before trio ran (procfs.prefork): it shares the server's pages.
+        assert HostProc().stat(s.pid).ppid == srv.proc.pid
+        assert Path(f"/proc/{s.pid}/comm").read_text().strip() == "procfs-shard"
+        assert smaps_kib(s.pid, "Shared_Dirty") > 4096, "the shard shares no heap"
     with ExitStack() as stack:
+        # Containers go to the two shards; the server's own process serves none of them.
         boxes = one_on_each(srv, stack, make_cgroup)
-        assert set(boxes) == {srv.mountpoint, shard.mountpoint}
+        assert set(boxes) == {s.mountpoint for s in shards}
         # The server serves dev/kmsg, whose blocking reads wait: pyfuse3's many worker tasks.
-        # The shard serves no dev/kmsg, so nothing waits there: one task.
+        # The shards serve no dev/kmsg, so nothing waits there: one task.
         assert not os.path.exists(os.path.join(shard.mountpoint, "dev/kmsg"))
-        for where, tasks in ((srv.mountpoint, MANY_TASKS), (shard.mountpoint, 1)):
+        for where, tasks in ((srv.mountpoint, MANY_TASKS), *((s.mountpoint, 1) for s in shards)):
             stats = request(socket_path(where, str(state_dir)), "stats")
             assert stats["worker_tasks"] == tasks
         kmsg_dev = os.stat(os.path.join(srv.mountpoint, "dev/kmsg")).st_dev
@@ -129,10 +137,10 @@ def test_containers_spread_over_two_processes(two_workers: Server, state_dir: Pa
             r = procfs("kmsg", "--control-dir", str(state_dir), shard.mountpoint, "list")
             assert r.returncode == 1 and "is a shard: its server at" in r.stderr, r.stderr
 
-        # `procfs reload` reloads both.
+        # `procfs reload` reloads the server and both shards.
         r = procfs("reload", "--mount", srv.mountpoint)
         assert r.returncode == 0, r.stdout + r.stderr
-        assert r.stdout.count("reloaded") == 2, r.stdout
+        assert r.stdout.count("reloaded") == 3, r.stdout
 
         # The shard dies: the server starts it again, and it attaches its container again.
         os.kill(shard.pid, signal.SIGKILL)
@@ -149,16 +157,17 @@ def test_containers_spread_over_two_processes(two_workers: Server, state_dir: Pa
             return out.returncode == 0 and f" {mib * MIB} " in out.stdout
 
         wait_for(repaired, 20, f"shard not back:\n{srv.log()}")
-        assert free_total(boxes[srv.mountpoint][0]) == boxes[srv.mountpoint][1] * MIB
+        other = boxes[shards[1].mountpoint]
+        assert free_total(other[0]) == other[1] * MIB
         new_pid = ServerRecord.of(shard.mountpoint).pid  # type: ignore[union-attr]
         # A restart cannot fork a running trio: it is an exec of the shard's command line.
         argv = Path(f"/proc/{new_pid}/cmdline").read_bytes().split(b"\0")
         assert argv[1:3] == [b"-m", b"procfs"] and shard.mountpoint.encode() in argv, argv
 
-    # Stopping the server stops its shard: no mount, process or directory is left.
+    # Stopping the server stops its shards: no mount, process or directory is left.
     srv.stop()
-    assert not is_mounted(shard.mountpoint) and not is_mounted(srv.mountpoint)
-    assert not os.path.exists(f"/proc/{new_pid}")
+    assert not any(is_mounted(m) for m in (srv.mountpoint, *(s.mountpoint for s in shards)))
+    assert not os.path.exists(f"/proc/{new_pid}") and not os.path.exists(f"/proc/{shards[1].pid}")
     assert not os.path.exists(os.path.dirname(os.path.dirname(shard.mountpoint)))  # shards/
     assert ServerRecord.of(shard.mountpoint) is None
 

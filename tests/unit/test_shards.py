@@ -38,10 +38,10 @@ def test_workers_count() -> None:
 
 def test_shard_mountpoints_live_under_the_state_dir(state: Path) -> None:
     assert shard_mountpoints("/mnt/a", 1) == []
-    three = shard_mountpoints("/mnt/a", 3)
-    assert len(three) == 2 and three == shard_mountpoints("/mnt/a", 3)
+    three = shard_mountpoints("/mnt/a", 3)  # three shards; the server keeps dev/kmsg and host
+    assert len(three) == 3 and three == shard_mountpoints("/mnt/a", 3)
     assert all(m.startswith(str(state / "shards") + "/") for m in three)
-    assert [os.path.basename(m) for m in three] == ["1", "2"]
+    assert [os.path.basename(m) for m in three] == ["1", "2", "3"]
     assert set(three).isdisjoint(shard_mountpoints("/mnt/b", 3))  # per server
 
 
@@ -52,18 +52,22 @@ def _record(mountpoint: str, alive: bool, shards: list[str] | None = None) -> No
 
 
 def test_choose_spreads_by_key_and_passes_over_a_shard_down(state: Path) -> None:
-    main, up, down = str(state / "main"), str(state / "s1"), str(state / "s2")
+    main, up, other, down = (str(state / n) for n in ("main", "s1", "s2", "s3"))
     assert choose(main, 7) == main  # no record: the mount itself
-    _record(main, True, [up])
+    _record(main, True, [up, other])
     _record(up, True)
-    # Namespace inodes of containers come in strides (4 namespaces each, here): spread evenly.
+    _record(other, True)
+    # Namespace inodes of containers come in strides (4 namespaces each, here): spread evenly
+    # over the shards; the server's own process (many worker tasks, for dev/kmsg) gets none.
     picks = [choose(main, 4026531840 + 4 * i) for i in range(1000)]
-    assert 400 < picks.count(up) < 600 and picks.count(main) == 1000 - picks.count(up)
+    assert 400 < picks.count(up) < 600 and picks.count(other) == 1000 - picks.count(up)
     assert picks == [choose(main, 4026531840 + 4 * i) for i in range(1000)]  # stable
-    _record(main, True, [up, down])
+    _record(main, True, [up, other, down])
     _record(down, False)  # its process is not the one recorded: down
     picks = [choose(main, 4026531840 + 4 * i) for i in range(300)]
-    assert set(picks) == {main, up}  # every key lands on a live mount, both get some
+    assert set(picks) == {up, other}  # every key lands on a live shard, both get some
+    _record(main, True, [down])
+    assert choose(main, 7) == main  # no shard serves: the server itself
 
 
 def test_record_keeps_shards_and_reads_older_records(state: Path) -> None:
