@@ -116,7 +116,7 @@ def _child(args: list[str], close: list[int]) -> NoReturn:
 
         code = main(args)
     except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
+        code = e.code if isinstance(e.code, int) else int(e.code is not None)
     except BaseException:
         log.exception("shard %s", args)
     finally:
