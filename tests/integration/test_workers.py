@@ -1,6 +1,6 @@
-"""`procfs serve --workers 2`: a second process on a mount of its own, containers spread over
-the two by `procfs attach`, each seeing its own numbers; the shard restarted when it dies,
-reloaded and stopped with its server, and gone when the server is killed."""
+"""`procfs serve --workers 2`: two shards, forked from the server, each on a mount of its own,
+containers spread over them by `procfs attach`, each seeing its own numbers; a shard restarted
+when it dies, reloaded and stopped with its server, and gone when the server is killed."""
 
 from __future__ import annotations
 
