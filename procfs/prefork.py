@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import ctypes
 import gc
-import importlib
 import logging
 import os
 import signal
@@ -73,18 +72,13 @@ class Forked:
             self._pidfd = None
 
 
-def preload() -> None:
-    """Import what a serving process runs, so that the fork shares it."""
-    for name in ("procfs.cli", "procfs.registry", "procfs.server"):
-        importlib.import_module(name)
-
-
 def fork_shards(commands: list[tuple[list[str], str]]) -> dict[str, tuple[Forked, int]]:
     """Fork one shard per (procfs arguments, mountpoint): the child runs `procfs ARGS --lifeline
-    R` in-process. {mountpoint: (its process, the write end of its lifeline)}."""
+    R` in-process. {mountpoint: (its process, the write end of its lifeline)}. Called by
+    `server.run`, once procfs.server, and with it all a serving process runs, is imported (a
+    shard imports two small modules more after the fork)."""
     if not commands:
         return {}
-    preload()
     gc.freeze()  # what is imported lives as long as the process: never scan it, never touch it
     started: dict[str, tuple[Forked, int]] = {}
     for args, mountpoint in commands:
