@@ -183,11 +183,12 @@ def parser() -> argparse.ArgumentParser:
                    help="FUSE requests (releases) the kernel may have outstanding in the "
                         "background (default %(default)s; the kernel's 12 lets releases pile "
                         "up under load; 0: leave it)")
-    s.add_argument("--workers", type=_workers, default=1, metavar="K",
+    s.add_argument("--workers", type=_workers, default="auto", metavar="K",
                    help="processes serving the containers' files, each on a mount of its own "
                         "(K > 1: K shards beside the server's own process, which keeps "
                         "dev/kmsg and the host); containers are spread over them by `procfs "
-                        "attach` (default %(default)s; `auto`: one per CPU, at most 4)")
+                        "attach` (default `auto`: one per CPU, at most 4; 1: the server's "
+                        "own process serves everything)")
     # Set by a server for its shards (procfs.supervise).
     s.add_argument("--shard-of", default="", help=argparse.SUPPRESS)
     s.add_argument("--lifeline", type=int, default=-1, help=argparse.SUPPRESS)

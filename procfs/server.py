@@ -162,7 +162,7 @@ def shard_args(config: Config, mountpoint: str) -> list[str]:
             "--sys-root", c.sys_root, "--cpu-view", c.cpu_view.value,
             "--cache-ttl", repr(c.cache_ttl), "--max-background", str(c.max_background),
             "--control-dir", c.control_dir, "--kmsg-ring-size", str(c.kmsg.ring_bytes),
-            "--kmsg-host-log", c.kmsg.host_log or "", "--no-kmsg"]
+            "--kmsg-host-log", c.kmsg.host_log or "", "--no-kmsg", "--workers", "1"]
     if c.cgroup_root:
         argv += ["--cgroup-root", c.cgroup_root]
     if c.fuse_debug:
@@ -190,18 +190,22 @@ def run(config: Config) -> None:
     so that they share this process's pages), then serve."""
     check_mountpoint(config.mountpoint)
     raise_fd_limit()  # before the resolver sizes its pidfd budget from it (shards inherit it)
+    # A shard runs none of its own, whatever --workers says.
     mounts = [] if config.shard_of else shard_mountpoints(config.mountpoint, config.workers)
     forked = fork_shards([(shard_args(config, m), m) for m in mounts])
-    trio.run(serve, config, forked)
+    trio.run(serve, config, mounts, forked)
 
 
-async def serve(config: Config, forked: dict[str, tuple[Forked, int]]) -> None:
+async def serve(config: Config, mounts: list[str],
+                forked: dict[str, tuple[Forked, int]]) -> None:
+    """Serve `config.mountpoint`, supervising the shards on `mounts` (those in `forked` are
+    already running, forked by run())."""
     services = Services.build(config)
     ops = ProcFS(all_nodes(services), services.resolver, services.render_cache)
     services.control.register("stats", ops.stats, "open files and requests in progress")
     record = ServerRecord.mine(config.mountpoint, services.host)
     record.shard_of = config.shard_of
-    record.shards = shard_mountpoints(config.mountpoint, config.workers)
+    record.shards = mounts
     # Where shards of this mount live, ours now or a previous run's (adopted when orphaned).
     orphans_under = "" if config.shard_of else shard_root(config.mountpoint)
     shards = [Shard(shard_argv(config, m), m, forked=forked.get(m)) for m in record.shards]

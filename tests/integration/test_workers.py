@@ -264,7 +264,7 @@ def test_fewer_workers_after_a_restart_adopt_the_orphans(state_dir: Path,
         first.stop()  # the shard stops with it: its container's files answer ENOTCONN
         out = sb.run(["cat", "/proc/meminfo"], check=False)
         assert out.returncode != 0 and "not connected" in out.stderr
-        second = Server(mount, args=["--control-dir", str(state_dir)])
+        second = Server(mount, args=["--workers", "1", "--control-dir", str(state_dir)])
         stack.callback(second.stop)
         second.start()
 
