@@ -11,7 +11,10 @@ skipped (and pruned from the state file).
 
 A server also adopts the containers of shards it no longer runs (`serve --workers` lowered
 across a restart): entries recorded for a mount under its shards' directory (`adopt`) that is
-not one of its shards now (`keep`) are attached again from its own mount. And it repairs, in
+not one of its shards now (`keep`) are attached again. Those, and the containers recorded for
+its own mount (attached while no shard served, or by a server run with `--workers 1`), are
+spread over the shards that serve now, as `procfs attach` spreads new ones (the shards start
+before the server mounts), and stay on its own mount only while none serves. And it repairs, in
 the containers of its shards, the files it lends them (`dev/kmsg`: a shard serves none that
 waits): a restarted server's shards start, and repair their own files, before it mounts.
 
@@ -78,16 +81,18 @@ def _again(attacher: Attacher, entry: Attachment, files: Sequence[str]) -> dict[
 def repair(mountpoint: str, state: StateFile | None = None, adopt: str = "",
            keep: Sequence[str] = ()) -> list[dict[str, object]]:
     """Attach again every live container recorded for `mountpoint` (and the orphans of shards
-    under `adopt` not in `keep`), and the files lent to the containers of the shards in `keep`;
-    what was done to each."""
+    under `adopt` not in `keep`), from a shard of its server where one serves, and the files
+    lent to the containers of the shards in `keep`; what was done to each."""
     state = state or StateFile()
-    attacher = Attacher(mountpoint, state)
-    out = [_again(attacher, entry, entry.files)
-           for entry in attached_to(mountpoint, state, adopt, keep)]
+    # spread: off the server's own mount (its 99 tasks, procfs.shards) when a shard serves
+    attacher = Attacher(mountpoint, state, spread=True)
+    # Both read before any attach: one moved to a shard here is not lent to again below.
+    own, lent_entries = attached_to(mountpoint, state, adopt, keep), lent_to(state, keep)
+    out = [_again(attacher, entry, entry.files) for entry in own]
     # Per shard, once: its attacher and its files; None while it is down (its own repair, once
     # it serves again, binds the lent files too).
     lenders: dict[str, tuple[Attacher, set[str]] | None] = {}
-    for entry in lent_to(state, keep):
+    for entry in lent_entries:
         shard = entry.mountpoint
         if shard not in lenders:
             lenders[shard] = ((Attacher(shard, state), set(served_files(shard)))

@@ -55,6 +55,22 @@ def shard_of(srv: Server) -> ServerRecord:
     return shards_of(srv)[0]
 
 
+def fresh_mount(stack: ExitStack) -> str:
+    """A mountpoint, removed when `stack` closes, after the servers on it stopped (they are
+    entered later, so stopped first)."""
+    mount = tempfile.mkdtemp(prefix="procfs-mnt-")
+    stack.callback(os.rmdir, mount)
+    return mount
+
+
+def serve_on(stack: ExitStack, mount: str, state_dir: Path, *args: str) -> Server:
+    """A server on `mount`, its control socket in the test's directory, stopped when `stack`
+    closes."""
+    srv = Server(mount, args=[*args, "--control-dir", str(state_dir)])
+    stack.callback(srv.stop)
+    return srv.start()
+
+
 def smaps_kib(pid: int, field: str) -> int:
     with open(f"/proc/{pid}/smaps_rollup") as f:
         return sum(int(line.split()[1]) for line in f if line.startswith(field + ":"))
@@ -204,11 +220,8 @@ def test_restarted_with_no_kmsg_unbinds_the_dead_dev_kmsg(state_dir: Path,
     """A server restarted with `--no-kmsg` attaches its containers again, unbinds the dev/kmsg
     its predecessor bound (it would answer ENOTCONN for good) and removes the one it created."""
     with ExitStack() as stack:
-        mount = tempfile.mkdtemp(prefix="procfs-mnt-")
-        stack.callback(os.rmdir, mount)  # last: after both servers stopped
-        first = Server(mount, args=["--control-dir", str(state_dir)])
-        stack.callback(first.stop)
-        first.start()
+        mount = fresh_mount(stack)
+        first = serve_on(stack, mount, state_dir)
         sb = stack.enter_context(Sandbox(make_cgroup(Limits(memory=96 * MIB)), None))
         sb.sh("mount -t tmpfs procfs-test-dev /dev")  # its own mount namespace: no /dev/kmsg
         r = procfs("attach", str(sb.pid), "--mount", mount)
@@ -225,9 +238,7 @@ def test_restarted_with_no_kmsg_unbinds_the_dead_dev_kmsg(state_dir: Path,
         first.stop()
         out = sb.run(["head", "-c", "1", "/dev/kmsg"], check=False)
         assert out.returncode != 0 and "not connected" in out.stderr
-        second = Server(mount, args=["--no-kmsg", "--control-dir", str(state_dir)])
-        stack.callback(second.stop)
-        second.start()
+        second = serve_on(stack, mount, state_dir, "--no-kmsg")
 
         def repaired() -> bool:
             now = StateFile().find(sb.pid)
@@ -254,19 +265,14 @@ def test_fewer_workers_after_a_restart_adopt_the_orphans(state_dir: Path,
     """Restarted with --workers 1, the server attaches again, from its own mount, the
     containers its shard served before."""
     with ExitStack() as stack:
-        mount = tempfile.mkdtemp(prefix="procfs-mnt-")
-        stack.callback(os.rmdir, mount)  # last: after both servers stopped
-        first = Server(mount, args=["--workers", "2", "--control-dir", str(state_dir)])
-        stack.callback(first.stop)
-        first.start()
+        mount = fresh_mount(stack)
+        first = serve_on(stack, mount, state_dir, "--workers", "2")
         shard = shard_of(first)
         sb, mib = one_on_each(first, stack, make_cgroup)[shard.mountpoint]
         first.stop()  # the shard stops with it: its container's files answer ENOTCONN
         out = sb.run(["cat", "/proc/meminfo"], check=False)
         assert out.returncode != 0 and "not connected" in out.stderr
-        second = Server(mount, args=["--workers", "1", "--control-dir", str(state_dir)])
-        stack.callback(second.stop)
-        second.start()
+        second = serve_on(stack, mount, state_dir, "--workers", "1")
 
         def adopted() -> bool:
             out = sb.run(["free", "-b"], check=False)
@@ -277,26 +283,53 @@ def test_fewer_workers_after_a_restart_adopt_the_orphans(state_dir: Path,
         assert entry is not None and entry.mountpoint == os.path.realpath(second.mountpoint)
 
 
+def test_more_workers_after_a_restart_spread_the_containers_of_its_own_mount(
+        state_dir: Path, make_cgroup: Callable[..., Cgroup]) -> None:
+    """Attached by a one-process server, a container is attached again, after a restart with
+    --workers 2, from a shard (its other files) and the server (dev/kmsg), and its record names
+    the shard."""
+    with ExitStack() as stack:
+        mount = fresh_mount(stack)
+        first = serve_on(stack, mount, state_dir, "--workers", "1")
+        sb = stack.enter_context(Sandbox(make_cgroup(Limits(memory=96 * MIB)), None))
+        r = procfs("attach", str(sb.pid), "--mount", mount)
+        assert r.returncode == ExitCode.OK, r.stderr
+        entry = StateFile().find(sb.pid)
+        assert entry is not None and entry.mountpoint == os.path.realpath(mount)
+        first.stop()
+        second = serve_on(stack, mount, state_dir, "--workers", "2")
+        record = ServerRecord.of(mount)
+        assert record is not None
+
+        def moved() -> bool:
+            e = StateFile().find(sb.pid)
+            return e is not None and e.mountpoint in record.shards
+
+        wait_for(moved, 15, f"not moved to a shard:\n{second.log()}")
+        assert free_total(sb) == 96 * MIB
+        shard = StateFile().find(sb.pid).mountpoint  # type: ignore[union-attr]
+        root = f"/proc/{sb.pid}/root"
+        assert os.stat(f"{root}/proc/meminfo").st_dev == os.stat(shard).st_dev
+        assert os.stat(f"{root}/dev/kmsg").st_dev == os.stat(mount).st_dev
+        layers = [e for e in parse_mountinfo(Path(f"/proc/{sb.pid}/mountinfo").read_text())
+                  if e.mountpoint == "/proc/meminfo"]
+        assert len(layers) == 1  # the dead server's layer replaced, not covered
+
+
 def test_a_restart_repairs_the_dev_kmsg_lent_to_a_shards_container(
         state_dir: Path, make_cgroup: Callable[..., Cgroup]) -> None:
     """Restarted, the server's shard starts (and repairs its containers' files) before the
     server mounts again; the server then binds, in the shard's container, the dev/kmsg it lends:
     one live layer of each file, each from its process, and the record still the shard's."""
     with ExitStack() as stack:
-        mount = tempfile.mkdtemp(prefix="procfs-mnt-")
-        stack.callback(os.rmdir, mount)  # last: after both servers stopped
-        args = ["--workers", "2", "--control-dir", str(state_dir)]
-        first = Server(mount, args=args)
-        stack.callback(first.stop)
-        first.start()
+        mount = fresh_mount(stack)
+        first = serve_on(stack, mount, state_dir, "--workers", "2")
         shard = shard_of(first)
         sb, mib = one_on_each(first, stack, make_cgroup)[shard.mountpoint]
         first.stop()
         out = sb.run(["head", "-c", "1", "/dev/kmsg"], check=False)
         assert out.returncode != 0 and "not connected" in out.stderr
-        second = Server(mount, args=args)
-        stack.callback(second.stop)
-        second.start()
+        second = serve_on(stack, mount, state_dir, "--workers", "2")
 
         def layers() -> dict[str, list[str]]:
             with open(f"/proc/{sb.pid}/mountinfo") as f:
