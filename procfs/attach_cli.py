@@ -103,7 +103,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.set_defaults(func=_oci_hook)
 
     text = "print the docker run -v flags (or a compose volumes list) for the served files"
-    p = sub.add_parser("docker-flags", help=text, description=text)
+    p = sub.add_parser("docker-flags", help=text, description=text,
+                       epilog="with shards (serve --workers), the -v flags name one of them, "
+                       "picked at random per call; a compose list names the main mount")
     p.add_argument("--mount", default=DEFAULT_MOUNT,
                    help="the server's mount (default %(default)s)")
     p.add_argument("--host-mount", default=None,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -31,6 +32,7 @@ from procfs.attach import (
     served_files,
     server_dev,
 )
+from procfs.shards import choose
 from procfs.state import StateError
 
 DISABLE_ANNOTATION = "io.procfs.disable"
@@ -139,15 +141,24 @@ def flag_files(mount: str) -> tuple[list[str], list[str]]:
 
 
 def docker_flags(mount: str, *, compose: bool = False, host_mount: str | None = None,
-                 stream: IO[str] | None = None) -> str:
+                 stream: IO[str] | None = None, key: int | None = None) -> str:
     """`-v SRC:DST:rw` per file (one a line, for `docker run $(procfs docker-flags) ...`), or a
-    compose `volumes:` list. Files runc refuses are named on `stream` (stderr), not printed."""
+    compose `volumes:` list. Files runc refuses are named on `stream` (stderr), not printed.
+    For one container (`docker run`, on this host) the files come from one of the server's
+    shards, as `procfs attach` would bind them, picked by `key` (default: at random, so that
+    successive containers spread), and those only the server serves from `mount`; a compose
+    list, reused by every container of a file, names `mount` alone."""
     ok, refused = flag_files(mount)
     src = (host_mount or mount).rstrip("/")
     if refused and stream is not None:
         print("procfs docker-flags: runc refuses binds on " + ", ".join("/" + f for f in refused)
               + "; attach them with the OCI hook or `procfs attach`", file=stream)
-    binds = [f"{src}/{f}:/{f}:rw" for f in ok]
+    sources = dict.fromkeys(ok, src)
+    if not compose and host_mount is None:
+        shard = choose(mount, random.getrandbits(64) if key is None else key)
+        if shard != mount:
+            sources.update(dict.fromkeys(set(ok) & set(served_files(shard)), shard))
+    binds = [f"{sources[f]}/{f}:/{f}:rw" for f in ok]
     if compose:
         return "\n".join(["volumes:", *(f"  - {b}" for b in binds)])
     return "\n".join(f"-v {b}" for b in binds)
