@@ -29,7 +29,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import trio
 
@@ -41,31 +41,28 @@ from procfs.state import Attachment, StateFile
 log = logging.getLogger(__name__)
 
 
-def _live(state: StateFile, ours: Callable[[str], bool]) -> list[Attachment]:
-    """The live entries whose mountpoint (abspath) is `ours`."""
+def to_repair(mountpoint: str, state: StateFile, adopt: str = "", keep: Sequence[str] = ()
+              ) -> tuple[list[Attachment], list[Attachment]]:
+    """From one read of the state file, the live entries (1) of `mountpoint` and of the mounts
+    under `adopt` not in `keep` (attached again), and (2) of the shards in `keep` (whose files
+    that wait come from the server). abspath, not realpath: the server calls this, and must not
+    look up paths on its own mount from its only thread."""
     try:
         entries = state.load()
     except ProcfsError as e:
         log.error("cannot repair attached containers: %s", e)
-        return []
-    return [e for e in entries if ours(os.path.abspath(e.mountpoint)) and e.alive(state.host)]
-
-
-def attached_to(mountpoint: str, state: StateFile, adopt: str = "",
-                keep: Sequence[str] = ()) -> list[Attachment]:
-    """The live entries of `mountpoint`, and of the mounts under `adopt` not in `keep`.
-    abspath, not realpath: the server calls this, and must not look up paths on its own mount
-    from its only thread."""
+        return [], []
     mine = os.path.abspath(mountpoint)
     kept = {os.path.abspath(m) for m in keep}
-    return _live(state, lambda path: path == mine or (
-        bool(adopt) and path.startswith(os.path.join(adopt, "")) and path not in kept))
-
-
-def lent_to(state: StateFile, shards: Sequence[str]) -> list[Attachment]:
-    """The live entries of the server's `shards`, whose files that wait come from the server."""
-    kept = {os.path.abspath(m) for m in shards}
-    return _live(state, lambda path: path in kept) if kept else []
+    own: list[Attachment] = []
+    lent: list[Attachment] = []
+    for entry in entries:
+        path = os.path.abspath(entry.mountpoint)
+        group = lent if path in kept else own if path == mine or (
+            bool(adopt) and path.startswith(os.path.join(adopt, ""))) else None
+        if group is not None and entry.alive(state.host):  # after the path: alive() reads /proc
+            group.append(entry)
+    return own, lent
 
 
 def _again(attacher: Attacher, entry: Attachment, files: Sequence[str]) -> dict[str, object]:
@@ -87,7 +84,7 @@ def repair(mountpoint: str, state: StateFile | None = None, adopt: str = "",
     # spread: off the server's own mount (its 99 tasks, procfs.shards) when a shard serves
     attacher = Attacher(mountpoint, state, spread=True)
     # Both read before any attach: one moved to a shard here is not lent to again below.
-    own, lent_entries = attached_to(mountpoint, state, adopt, keep), lent_to(state, keep)
+    own, lent_entries = to_repair(mountpoint, state, adopt, keep)
     out = [_again(attacher, entry, entry.files) for entry in own]
     # Per shard, once: its attacher and its files; None while it is down (its own repair, once
     # it serves again, binds the lent files too).
@@ -114,8 +111,7 @@ async def repair_attached(mountpoint: str, adopt: str = "", keep: Sequence[str] 
     """A trio task, started once the fresh mount serves: repair in a child process. Logs what
     it did; never raises."""
     try:
-        state = StateFile()
-        if not attached_to(mountpoint, state, adopt, keep) and not lent_to(state, keep):
+        if not any(to_repair(mountpoint, StateFile(), adopt, keep)):
             return
         done = await trio.run_process(
             [sys.executable, "-m", "procfs.reattach", mountpoint, adopt, *keep],

@@ -192,23 +192,21 @@ def run(config: Config) -> None:
     raise_fd_limit()  # before the resolver sizes its pidfd budget from it (shards inherit it)
     # A shard runs none of its own, whatever --workers says.
     mounts = [] if config.shard_of else shard_mountpoints(config.mountpoint, config.workers)
-    forked = fork_shards([(shard_args(config, m), m) for m in mounts])
-    trio.run(serve, config, mounts, forked)
+    trio.run(serve, config, fork_shards([(shard_args(config, m), m) for m in mounts]))
 
 
-async def serve(config: Config, mounts: list[str],
-                forked: dict[str, tuple[Forked, int]]) -> None:
-    """Serve `config.mountpoint`, supervising the shards on `mounts` (those in `forked` are
-    already running, forked by run())."""
+async def serve(config: Config, forked: dict[str, tuple[Forked, int]]) -> None:
+    """Serve `config.mountpoint`, supervising its shards: one per mountpoint in `forked`, each
+    forked by run() and running already."""
     services = Services.build(config)
     ops = ProcFS(all_nodes(services), services.resolver, services.render_cache)
     services.control.register("stats", ops.stats, "open files and requests in progress")
     record = ServerRecord.mine(config.mountpoint, services.host)
     record.shard_of = config.shard_of
-    record.shards = mounts
+    record.shards = list(forked)
     # Where shards of this mount live, ours now or a previous run's (adopted when orphaned).
     orphans_under = "" if config.shard_of else shard_root(config.mountpoint)
-    shards = [Shard(shard_argv(config, m), m, forked=forked.get(m)) for m in record.shards]
+    shards = [Shard(shard_argv(config, m), m, forked=f) for m, f in forked.items()]
     try:
         async with trio.open_nursery() as nursery:
             for task in services.background:
