@@ -6,6 +6,7 @@ Handles cgroup v1 (one mount per controller set), v2 (one unified mount) and hyb
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, field
 
@@ -152,9 +153,20 @@ class CgroupDirs:
 
     layout: CgroupLayout
     paths: CgroupPaths
+    # What `of` found, per controller: a container's paths are fixed (one whose paths change is
+    # resolved again, to a new CgroupDirs), and every rendering asks for some of them again.
+    _found: dict[str, tuple[str, int, str] | None] = field(
+        default_factory=dict, init=False, repr=False, compare=False)
 
     def of(self, controller: str) -> tuple[str, int, str] | None:
         """(directory, version, mount top) for `controller`, or None when no hierarchy has it."""
+        try:
+            return self._found[controller]
+        except KeyError:
+            found = self._found[controller] = self._find(controller)
+            return found
+
+    def _find(self, controller: str) -> tuple[str, int, str] | None:
         version = self.layout.version_of(controller)
         if version == 1:
             mount = self.layout.v1[controller]
@@ -174,7 +186,8 @@ class CgroupDirs:
         return self.layout.v2.directory(self.paths.v2)
 
 
-def ancestors(directory: str, top: str) -> list[str]:
+@functools.lru_cache(maxsize=4096)  # the same few per container, on every rendering
+def ancestors(directory: str, top: str) -> tuple[str, ...]:
     """`directory` and its parents up to, not including, the hierarchy's `top`."""
     out: list[str] = []
     d = os.path.normpath(directory)
@@ -182,4 +195,4 @@ def ancestors(directory: str, top: str) -> list[str]:
     while d != top and d.startswith(top + os.sep):
         out.append(d)
         d = os.path.dirname(d)
-    return out
+    return tuple(out)

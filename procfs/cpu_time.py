@@ -187,12 +187,22 @@ def list_tasks(directory: str, listing: str) -> list[int]:
         d = pending.pop()
         seen += 1
         tids.extend(parse_ints(read_optional(os.path.join(d, listing))))
-        try:
-            with os.scandir(d) as it:
-                pending.extend(e.path for e in it if e.is_dir(follow_symlinks=False))
-        except OSError:
-            continue
+        pending.extend(subdirectories(d))
     return [t for t in tids[:MAX_TASKS] if t > 0]
+
+
+def subdirectories(directory: str) -> list[str]:
+    """The directories in `directory`; [] when it cannot be read. cgroupfs (kernfs), tmpfs and
+    ext4 count a directory's links as 2 + its subdirectories, so a leaf cgroup, the common case,
+    costs one stat instead of a listing of its dozens of control files. Other counts (btrfs
+    always says 1) are listed."""
+    try:
+        if os.stat(directory).st_nlink == 2:
+            return []
+        with os.scandir(directory) as it:
+            return [e.path for e in it if e.is_dir(follow_symlinks=False)]
+    except OSError:
+        return []
 
 
 def count_tasks(host: HostProc, dirs: CgroupDirs, level: int, waits: bool = True,

@@ -81,5 +81,5 @@ def test_dirs_and_ancestors(tmp_path: Path) -> None:
     where = dirs.of("memory")
     assert where is None  # no cgroup.controllers file: the controller is not enabled
     assert dirs.unified() == f"{tmp_path}/a/b"
-    assert ancestors(f"{tmp_path}/a/b", str(tmp_path)) == [f"{tmp_path}/a/b", f"{tmp_path}/a"]
-    assert ancestors(str(tmp_path), str(tmp_path)) == []
+    assert ancestors(f"{tmp_path}/a/b", str(tmp_path)) == (f"{tmp_path}/a/b", f"{tmp_path}/a")
+    assert ancestors(str(tmp_path), str(tmp_path)) == ()

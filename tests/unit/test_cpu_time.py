@@ -124,6 +124,28 @@ def test_spread_adds_up_and_never_shrinks(rows: list[tuple[int, int]], n: int,
     assert all(x[0] <= y[0] and x[1] <= y[1] for x, y in zip(a, b, strict=True))
 
 
+def test_subdirectories_lists_only_directories_with_subdirectories(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "a" / "tasks").write_text("1\n")
+    (tmp_path / "leaf").mkdir()
+    (tmp_path / "leaf" / "tasks").write_text("2\n")
+    listed: list[str] = []
+    scandir = os.scandir
+
+    def counting(path: str) -> object:
+        listed.append(path)
+        return scandir(path)
+
+    monkeypatch.setattr(cpu_time.os, "scandir", counting)
+    # a link count above 2 (or btrfs's 1): listed, files left out
+    assert cpu_time.subdirectories(str(tmp_path / "a")) == [str(tmp_path / "a" / "b")]
+    # 2 links, no subdirectory (the leaf cgroup): a stat, no listing of its files
+    assert cpu_time.subdirectories(str(tmp_path / "leaf")) == []
+    assert listed == [str(tmp_path / "a")]
+    assert cpu_time.subdirectories(str(tmp_path / "gone")) == []
+
+
 def test_count_tasks_walks_sub_cgroups_on_v1_and_v2(tmp_path: Path) -> None:
     host = FakeHost(tmp_path / "h")
     ns = 4026532009
