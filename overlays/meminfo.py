@@ -5,7 +5,7 @@ Arithmetic as LXCFS, with Slab on v1 and Dirty/Writeback/AnonHugePages on v2 fil
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -22,6 +22,10 @@ class MeminfoLine:
 @dataclass(frozen=True)
 class HostMeminfo:
     lines: tuple[MeminfoLine, ...]
+    # `template`'s answers, per set of names: one host reading serves every container that
+    # renders within 10 ms (procfs.views), and they all ask with the same set or two.
+    _templates: dict[frozenset[str], tuple[str, tuple[str, ...]]] = field(
+        default_factory=dict, init=False, repr=False, compare=False)
 
     @cached_property
     def rendered_lines(self) -> tuple[str, ...]:
@@ -31,6 +35,23 @@ class HostMeminfo:
     @cached_property
     def rendered(self) -> bytes:
         return ("\n".join(self.rendered_lines) + "\n").encode()
+
+    def template(self, own: Collection[str]) -> tuple[str, tuple[str, ...]]:
+        """The file as one %-format, with a number to fill in on each line named in `own`, and
+        those names in order: a rendering is then one format call, not one per line."""
+        key = frozenset(own)
+        found = self._templates.get(key)
+        if found is None:
+            parts: list[str] = []
+            names: list[str] = []
+            for line, text in zip(self.lines, self.rendered_lines, strict=True):
+                if line.name in key:
+                    parts.append(_label(line).replace("%", "%%") + "%8d" + _unit(line))
+                    names.append(line.name)
+                else:
+                    parts.append(text.replace("%", "%%"))
+            found = self._templates[key] = ("\n".join(parts) + "\n", tuple(names))
+        return found
 
     def get(self, name: str) -> int:
         for line in self.lines:
@@ -137,15 +158,22 @@ def container_values(host: HostMeminfo, mem: MemoryStats) -> dict[str, int]:
     return values
 
 
+# The kernel pads the label (with its colon) to 16 columns and the number to 8.
+def _label(line: MeminfoLine) -> str:
+    return f"{line.name + ':':<16}"
+
+
+def _unit(line: MeminfoLine) -> str:
+    return " kB" if line.unit else ""
+
+
 def _line(line: MeminfoLine, value: int) -> str:
-    # The kernel pads the label (with its colon) to 16 columns and the number to 8.
-    return f"{line.name + ':':<16}{value:>8}" + (" kB" if line.unit else "")
+    return f"{_label(line)}{value:>8}{_unit(line)}"
 
 
 def render(snap: MeminfoSnapshot) -> bytes:
     if snap.memory is None:
         return snap.host.rendered
     own = container_values(snap.host, snap.memory)
-    out = [_line(line, own[line.name]) if line.name in own else text
-           for line, text in zip(snap.host.lines, snap.host.rendered_lines, strict=True)]
-    return ("\n".join(out) + "\n").encode()
+    template, names = snap.host.template(own)
+    return (template % tuple(own[name] for name in names)).encode()

@@ -215,8 +215,9 @@ def test_new_code_and_failing_renderers(state_dir: Path, tmp_path: Path) -> None
     with Server(cwd=str(code)) as srv, container(srv.mountpoint,
                                                  Limits(memory=64 * MIB)) as sb:
         assert mem_total(sb) == 65536
-        _edit(meminfo_py, 'return ("\\n".join(out) + "\\n").encode()',
-              'return ("\\n".join(out) + "\\nUpgraded:              1 kB\\n").encode()')
+        _edit(meminfo_py, "return (template % tuple(own[name] for name in names)).encode()",
+              "return (template % tuple(own[name] for name in names)"
+              " + 'Upgraded:              1 kB\\n').encode()")
         assert reload().returncode == 0
         assert "Upgraded:" in sb.sh("cat /proc/meminfo") and mem_total(sb) == 65536
 

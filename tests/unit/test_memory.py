@@ -193,6 +193,22 @@ def test_meminfo_layout_as_the_kernel_prints() -> None:
         line.split(":")[0] for line in MEMINFO.splitlines()]
 
 
+def test_meminfo_renderings_sharing_a_host_reading_keep_their_own_values() -> None:
+    # one host reading serves every container that renders within 10 ms (its template too)
+    host = parse_host(MEMINFO + "Odd%Line:              7 kB\n")
+    a = meminfo.render(MeminfoSnapshot(host, MemoryStats(256 * MIB, 40 * MIB, None, 0))).decode()
+    b = meminfo.render(MeminfoSnapshot(host, MemoryStats(
+        512 * MIB, 0, None, 0, {"shmem": 8 * MIB}))).decode()
+    again = meminfo.render(MeminfoSnapshot(host, MemoryStats(
+        256 * MIB, 40 * MIB, None, 0))).decode()
+    assert a == again
+    assert a.splitlines()[:2] == ["MemTotal:         262144 kB", "MemFree:          221184 kB"]
+    assert b.splitlines()[:2] == ["MemTotal:         524288 kB", "MemFree:          524288 kB"]
+    assert "Shmem:              8192 kB" in b.splitlines()
+    assert "Shmem:                 0 kB" in a.splitlines()
+    assert a.splitlines()[-1] == b.splitlines()[-1] == "Odd%Line:              7 kB"
+
+
 def test_meminfo_swap_limit_capped_by_host() -> None:
     v = _render(MemoryStats(256 * MIB, 0, 64 * 1024 * MIB, 10 * MIB))
     assert v["SwapTotal"] == 2097148 and v["SwapFree"] == 2097148 - 10240
