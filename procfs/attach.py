@@ -45,7 +45,7 @@ from procfs.nsmount import (
     setns,
     umount,
 )
-from procfs.runtime import ServerRecord, state_dir
+from procfs.record import ServerRecord, state_dir
 from procfs.shards import choose
 from procfs.state import Attachment, StateFile
 

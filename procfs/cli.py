@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 from procfs.cgroup_cpu import CpuViewMode
 from procfs.control import DEFAULT_DIR as DEFAULT_CONTROL_DIR
 from procfs.fusectl import DEFAULT_MAX_BACKGROUND
+from procfs.record import ServerRecord
 from procfs.rendercache import DEFAULT_TTL
-from procfs.runtime import ServerRecord
 
 if TYPE_CHECKING:
     from procfs.services import Config

@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 PACKAGES = ("procfs", "overlays")
 KEEP = frozenset({
     "procfs", "procfs.__main__", "procfs.errors", "procfs.fs", "procfs.server",
-    "procfs.services", "procfs.resolve", "procfs.reload", "procfs.runtime", "procfs.cli",
+    "procfs.services", "procfs.resolve", "procfs.reload", "procfs.record", "procfs.cli",
     "procfs.sandbox", "procfs.reattach", "procfs.control", "procfs.state", "procfs.fusectl",
 })
 

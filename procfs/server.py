@@ -21,9 +21,9 @@ from procfs.fs import ProcFS
 from procfs.fusectl import tune_connection
 from procfs.prefork import Forked, fork_shards
 from procfs.reattach import repair_attached
+from procfs.record import ServerRecord
 from procfs.registry import all_nodes
 from procfs.reload import ReloadError, reload_code
-from procfs.runtime import ServerRecord
 from procfs.services import Config, Services
 from procfs.shards import shard_mountpoints, shard_root
 from procfs.supervise import Shard, start_shards, watch_lifeline

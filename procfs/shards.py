@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import os
 
-from procfs.runtime import ServerRecord, state_dir
+from procfs.record import ServerRecord, state_dir
 
 MAX_AUTO = 4  # `--workers auto`: one per CPU, at most this many (each forked shard ~10 MiB)
 GOLDEN = 0x9E3779B97F4A7C15  # Fibonacci hashing: namespace inodes come in strides (one per

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import trio
 
-from procfs.runtime import ServerRecord
+from procfs.record import ServerRecord
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from procfs.fs import MANY_TASKS
 from procfs.hostproc import HostProc
 from procfs.mountinfo import MountEntry, parse_mountinfo
 from procfs.oci import docker_flags
-from procfs.runtime import ServerRecord
+from procfs.record import ServerRecord
 from procfs.sandbox import Cgroup, Limits, Sandbox, Server, have, is_mounted
 from procfs.shards import choose
 from procfs.state import StateFile

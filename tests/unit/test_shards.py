@@ -16,7 +16,7 @@ import trio.testing
 
 from procfs import supervise
 from procfs.hostproc import HostProc
-from procfs.runtime import ServerRecord
+from procfs.record import ServerRecord
 from procfs.shards import MAX_AUTO, choose, parse_workers, shard_mountpoints
 from procfs.supervise import Shard, watch_lifeline
 
