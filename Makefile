@@ -38,7 +38,7 @@ lint: setup
 	$(PY) -m mypy
 
 demo: setup
-	$(PY) -m procfs.demo
+	$(PY) -m tests.support.demo
 
 bench: setup
 	$(PY) -m pip install -q -e '.[bench]'

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from benchmarks.report import machine, write
 from benchmarks.run import Bench, Options, Results, sigterm_as_interrupt
-from procfs.shards import parse_workers
+from procfs.server.shards import parse_workers
 
 
 def _ints(text: str) -> list[int]:

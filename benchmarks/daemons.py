@@ -1,6 +1,6 @@
 """The three servers under test, each on a mountpoint of its own, each stopped by its pid.
 
-- procfs: `procfs.sandbox.Server` (`python -m procfs serve`).
+- procfs: `tests.support.sandbox.Server` (`python -m procfs serve`).
 - LXCFS: the Debian package's `lxcfs` in the foreground, with its own pidfile and mountpoint, so
   that it never meets a system-wide LXCFS (`/run/lxcfs.pid`, `/var/lib/lxcfs`).
 - floor: `benchmarks.floor`, constant bytes behind the same FUSE options as procfs.
@@ -18,7 +18,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 
-from procfs.sandbox import Server
+from tests.support.sandbox import Server
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 LXCFS_RUNTIME = "/run/lxcfs"  # LXCFS makes its controllers/ and root/ here (a private mount ns)

@@ -31,7 +31,7 @@ from typing import Any
 import pyfuse3
 import trio
 
-from procfs.fs import ATTR_TIMEOUT, ENTRY_TIMEOUT
+from procfs.fuse.ops import ATTR_TIMEOUT, ENTRY_TIMEOUT
 
 
 class Floor(pyfuse3.Operations):

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.daemons import Daemon, Floor, Lxcfs, Procfs, ensure_lxcfs
-from procfs.hostproc import HostProc
-from procfs.sandbox import Cgroup, Limits, Sandbox, served_paths, unique_name
-from procfs.shards import choose, served_by
+from procfs.server.shards import choose, served_by
+from procfs.sources.hostproc import HostProc
+from tests.support.sandbox import Cgroup, Limits, Sandbox, served_paths, unique_name
 
 FILES = (
     "proc/meminfo",

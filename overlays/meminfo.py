@@ -23,7 +23,7 @@ class MeminfoLine:
 class HostMeminfo:
     lines: tuple[MeminfoLine, ...]
     # `template`'s answers, per set of names: one host reading serves every container that
-    # renders within 10 ms (procfs.views), and they all ask with the same set or two.
+    # renders within 10 ms (procfs.files.host), and they all ask with the same set or two.
     _templates: dict[frozenset[str], tuple[str, tuple[str, ...]]] = field(
         default_factory=dict, init=False, repr=False, compare=False)
 

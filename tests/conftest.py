@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from procfs.sandbox import Cgroup, Limits, Sandbox, Server, unique_name
+from tests.support.sandbox import Cgroup, Limits, Sandbox, Server, unique_name
 
 
 def can_integrate() -> str | None:

@@ -28,11 +28,11 @@ from typing import Any
 import trio
 
 from procfs.errors import Refused
+from procfs.fuse.nodes import Caller, OpenFile
 from procfs.kmsg.record import MAX_WRITE, parse_write
 from procfs.kmsg.ring import Cursor
 from procfs.kmsg.service import Entry, KmsgService
 from procfs.kmsg.signals import Watched
-from procfs.nodes import Caller, OpenFile
 
 # The st_size of dev/kmsg: where SEEK_END lands. Large enough that no reader's running position
 # gets there, small enough that a reader sizing a buffer by st_size (Python's readall) copes.

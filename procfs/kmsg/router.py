@@ -25,9 +25,9 @@ from typing import Any
 import trio
 
 from procfs.errors import ProcfsError
-from procfs.hostproc import HostProc
 from procfs.kmsg.record import HostRecord, parse_kmsg
-from procfs.resolve import Container
+from procfs.sources.containers import Container
+from procfs.sources.hostproc import HostProc
 
 log = logging.getLogger(__name__)
 

@@ -23,11 +23,11 @@ from typing import Any
 import trio
 
 from procfs.errors import NotFound, ProcfsError
-from procfs.hostproc import HostProc
 from procfs.kmsg.ratelimit import TokenBucket
 from procfs.kmsg.record import LOG_KERN, escape
 from procfs.kmsg.ring import Ring
-from procfs.resolve import Container, Resolver
+from procfs.sources.containers import Container, Resolver
+from procfs.sources.hostproc import HostProc
 
 log = logging.getLogger(__name__)
 

@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING
 
 from procfs.kmsg.router import Router, follow_host_log
 from procfs.kmsg.service import KmsgService
-from procfs.resolve import Container
+from procfs.sources.containers import Container
 
 if TYPE_CHECKING:
-    from procfs.services import Services
+    from procfs.server.services import Services
 
 
 def setup(s: Services) -> KmsgService:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from procfs.errors import ProcessGone, ProcfsError
-from procfs.hostproc import HostProc
+from procfs.sources.hostproc import HostProc
 
 
 def pending_signals(status_text: str) -> int:

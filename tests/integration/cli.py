@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from procfs.sandbox import Sandbox
+from tests.support.sandbox import Sandbox
 
 
 def procfs(*args: str) -> subprocess.CompletedProcess[str]:

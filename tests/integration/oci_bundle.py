@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Sequence
 from typing import Any
 
-from procfs.sandbox import unique_name
+from tests.support.sandbox import unique_name
 
 
 def ensure_runc() -> str | None:

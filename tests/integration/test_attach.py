@@ -11,12 +11,12 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from procfs.attach import FSTYPE, ExitCode, served_files
-from procfs.mountinfo import parse_mountinfo
-from procfs.sandbox import Cgroup, Limits, Sandbox, Server
-from procfs.shards import served_by
-from procfs.state import StateFile
+from procfs.attach.attach import FSTYPE, ExitCode, served_files
+from procfs.attach.state import StateFile
+from procfs.server.shards import served_by
+from procfs.sources.mountinfo import parse_mountinfo
 from tests.integration.cli import free_total, procfs
+from tests.support.sandbox import Cgroup, Limits, Sandbox, Server
 
 MIB = 1 << 20
 HOST_TOTAL = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")

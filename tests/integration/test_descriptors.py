@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from procfs.cgroup_layout import CgroupLayout
-from procfs.hostproc import HostProc
-from procfs.resolve import Resolver
-from procfs.sandbox import Limits, Sandbox, Server, container
+from procfs.sources.cgroups import CgroupLayout
+from procfs.sources.containers import Resolver
+from procfs.sources.hostproc import HostProc
+from tests.support.sandbox import Limits, Sandbox, Server, container
 
 MIB = 1 << 20
 

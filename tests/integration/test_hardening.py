@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pytest
 
-from procfs.control import request, socket_path
-from procfs.fs import MAX_OPEN_PER_CONTAINER
-from procfs.fusectl import DEFAULT_MAX_BACKGROUND, connection_id
-from procfs.sandbox import Limits, Server, container, served_paths
+from procfs.fuse.ops import MAX_OPEN_PER_CONTAINER
+from procfs.server.control import request, socket_path
+from procfs.server.fusectl import DEFAULT_MAX_BACKGROUND, connection_id
+from tests.support.sandbox import Limits, Server, container, served_paths
 
 MIB = 1 << 20
 

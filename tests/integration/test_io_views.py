@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from procfs.sandbox import Limits, Sandbox, Server, have
+from tests.support.sandbox import Limits, Sandbox, Server, have
 
 MIB = 1 << 20
 SECTORS_64MIB = 64 * MIB // 512  # 131072

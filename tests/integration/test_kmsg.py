@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from procfs.control import request, socket_path
-from procfs.sandbox import Limits, Sandbox, Server, have
+from procfs.server.control import request, socket_path
+from tests.support.sandbox import Limits, Sandbox, Server, have
 
 MIB = 1 << 20
 # The load test's length; `PROCFS_FLOOD_SECONDS=3 make test` shortens it, the checks stay.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 
-from procfs.sandbox import Limits, Server
+from tests.support.sandbox import Limits, Server
 
 MIB = 1 << 20
 
@@ -114,7 +114,7 @@ def test_server_refuses_bad_mountpoints(tmp_path) -> None:
 def test_sigint_and_sigterm_unmount_cleanly() -> None:
     import signal
 
-    from procfs.sandbox import is_mounted
+    from tests.support.sandbox import is_mounted
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         srv = Server().start()

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from procfs.attach import Attacher
-from procfs.sandbox import Limits, Sandbox, Server, container, served_paths
-from procfs.shards import served_by
-from procfs.state import StateFile
+from procfs.attach.attach import Attacher
+from procfs.attach.state import StateFile
+from procfs.server.shards import served_by
+from tests.support.sandbox import Limits, Sandbox, Server, container, served_paths
 
 MIB = 1 << 20
 REPO = Path(__file__).resolve().parents[2]
@@ -205,7 +205,7 @@ def test_new_code_and_failing_renderers(state_dir: Path, tmp_path: Path) -> None
     old code still serves), then the original code again."""
     code = _copy_code(tmp_path / "code")
     meminfo_py = code / "overlays" / "meminfo.py"
-    hostproc_py = code / "procfs" / "hostproc.py"
+    hostproc_py = code / "procfs" / "sources" / "hostproc.py"
     original = {p: p.read_text() for p in (meminfo_py, hostproc_py, code / "overlays/swaps.py")}
     host_total = int(Path("/proc/meminfo").read_text().split()[1])
 

@@ -9,11 +9,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from procfs.attach import served_files
-from procfs.oci import DISABLE_ANNOTATION, docker_flags
-from procfs.sandbox import Server
-from procfs.shards import served_by
-from procfs.state import StateFile
+from procfs.attach.attach import served_files
+from procfs.attach.oci import DISABLE_ANNOTATION, docker_flags
+from procfs.attach.state import StateFile
+from procfs.server.shards import served_by
+from tests.support.sandbox import Server
 
 from .oci_bundle import Bundle, ensure_runc, hook_command
 

@@ -7,7 +7,7 @@ import re
 import subprocess
 import time
 
-from procfs.sandbox import Limits, Sandbox, Server
+from tests.support.sandbox import Limits, Sandbox, Server
 
 DAY = 86400
 

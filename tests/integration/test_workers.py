@@ -14,17 +14,17 @@ from pathlib import Path
 
 import pytest
 
-from procfs.attach import ExitCode
-from procfs.control import request, socket_path
-from procfs.fs import MANY_TASKS
-from procfs.hostproc import HostProc
-from procfs.mountinfo import MountEntry, parse_mountinfo
-from procfs.oci import docker_flags
-from procfs.record import ServerRecord
-from procfs.sandbox import Cgroup, Limits, Sandbox, Server, have, is_mounted
-from procfs.shards import choose
-from procfs.state import StateFile
+from procfs.attach.attach import ExitCode
+from procfs.attach.oci import docker_flags
+from procfs.attach.state import StateFile
+from procfs.fuse.ops import MANY_TASKS
+from procfs.server.control import request, socket_path
+from procfs.server.record import ServerRecord
+from procfs.server.shards import choose
+from procfs.sources.hostproc import HostProc
+from procfs.sources.mountinfo import MountEntry, parse_mountinfo
 from tests.integration.cli import free_total, procfs
+from tests.support.sandbox import Cgroup, Limits, Sandbox, Server, have, is_mounted
 
 MIB = 1 << 20
 
@@ -117,7 +117,7 @@ def test_containers_spread_over_two_processes(two_workers: Server, state_dir: Pa
     shard = shards[0]
     for s in shards:
         assert s.pid != srv.proc.pid and s.shard_of == os.path.realpath(srv.mountpoint)
-        # Forked from the server before trio ran (procfs.prefork): it shares the server's pages.
+        # Forked before trio ran (procfs.server.prefork): it shares the server's pages.
         assert HostProc().stat(s.pid).ppid == srv.proc.pid
         assert Path(f"/proc/{s.pid}/comm").read_text().strip() == "procfs-shard"
         assert smaps_kib(s.pid, "Shared_Dirty") > 4096, "the shard shares no heap"
@@ -387,7 +387,7 @@ def test_the_server_repairs_the_dev_kmsg_it_lends(two_workers: Server,
     """The server's repair binds, in a container its shard serves, the files it lends (the
     shard's own repair does so too when the server already serves; this is the pass for when it
     did not), leaving the shard's files and the record as they were."""
-    from procfs.reattach import repair
+    from procfs.attach.reattach import repair
 
     shard = shard_of(two_workers)
     with ExitStack() as stack:

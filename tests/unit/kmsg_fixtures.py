@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from procfs.cgroup_layout import CgroupDirs, CgroupLayout, CgroupMount, CgroupPaths
-from procfs.hostproc import HostProc
 from procfs.kmsg.service import CLK_TCK, KmsgConfig, KmsgService
-from procfs.resolve import Container
+from procfs.sources.cgroups import CgroupDirs, CgroupLayout, CgroupMount, CgroupPaths
+from procfs.sources.containers import Container
+from procfs.sources.hostproc import HostProc
 
 V1 = CgroupLayout(v1={
     "memory": CgroupMount("/sys/fs/cgroup/memory", "/", 1, frozenset({"memory"})),

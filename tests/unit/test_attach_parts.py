@@ -9,12 +9,12 @@ import sys
 
 import pytest
 
-from procfs.attach import ExitCode
-from procfs.attach_cli import EPILOG
+from procfs.attach.attach import ExitCode
+from procfs.attach.oci import RUNC_PROC_MOUNTS, BadState, HookState, docker_flags
+from procfs.attach.state import Attachment, StateError, StateFile
 from procfs.cli import parser
-from procfs.mountinfo import parse_mountinfo
-from procfs.oci import RUNC_PROC_MOUNTS, BadState, HookState, docker_flags
-from procfs.state import Attachment, StateError, StateFile
+from procfs.cli.attach import EPILOG
+from procfs.sources.mountinfo import parse_mountinfo
 
 
 def me() -> Attachment:
@@ -153,7 +153,7 @@ def test_attaches_of_one_pid_take_turns(tmp_path) -> None:
     (an flock on the pid's lock file beside the state file); other pids do not wait."""
     import fcntl
 
-    from procfs.attach import LOCKS, Attacher
+    from procfs.attach.attach import LOCKS, Attacher
 
     attacher = Attacher("/nowhere", StateFile(str(tmp_path / "attached.json")))
 

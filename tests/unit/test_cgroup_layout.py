@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from procfs.cgroup_layout import (
+from procfs.sources.cgroups import (
     CgroupDirs,
     CgroupLayout,
     CgroupMount,

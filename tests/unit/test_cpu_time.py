@@ -9,10 +9,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from procfs import cpu_time, sysfiles
-from procfs.cgroup_layout import CgroupDirs, CgroupLayout, parse_proc_cgroup
-from procfs.cpu_time import CpuUsage, count_tasks, read_cpu_usage, spread
-from procfs.hostproc import HostProc
+from procfs.sources import cpu_time
+from procfs.sources import text as sysfiles
+from procfs.sources.cgroups import CgroupDirs, CgroupLayout, parse_proc_cgroup
+from procfs.sources.cpu_time import CpuUsage, count_tasks, read_cpu_usage, spread
+from procfs.sources.hostproc import HostProc
 from tests.trees import HOST_PIDNS, FakeHost, v1_cgroup, v2_cgroup
 
 HZ = 100

@@ -8,9 +8,9 @@ from overlays import cpuinfo, cpulist
 from overlays.cpuinfo import CpuinfoSnapshot
 from overlays.cpulist import CpulistSnapshot
 from overlays.cpuview import CpuView
-from procfs.cgroup_cpu import CpuViewMode, read_cpu_view
-from procfs.cgroup_layout import CgroupDirs, CgroupLayout, parse_proc_cgroup
-from procfs.sysfiles import format_cpulist, parse_cpulist
+from procfs.sources.cgroups import CgroupDirs, CgroupLayout, parse_proc_cgroup
+from procfs.sources.cpuset import CpuViewMode, read_cpu_view
+from procfs.sources.text import format_cpulist, parse_cpulist
 from tests.trees import cpuinfo as host_cpuinfo
 from tests.trees import v1_cgroup, v2_cgroup
 

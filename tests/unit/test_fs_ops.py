@@ -12,10 +12,10 @@ from pathlib import Path
 import pyfuse3
 import pytest
 
-from procfs.fs import MANY_TASKS, ProcFS, worker_tasks
+from procfs.files.table import all_nodes
+from procfs.fuse.ops import MANY_TASKS, ProcFS, worker_tasks
 from procfs.kmsg.service import KmsgConfig
-from procfs.registry import all_nodes
-from procfs.services import Config, Services
+from procfs.server.services import Config, Services
 from tests.trees import HOST_PIDNS, MEMINFO, FakeHost, v2_cgroup
 
 MIB = 1 << 20

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from procfs import fusectl
+from procfs.server import fusectl
 
 MOUNTINFO = """\
 22 1 0:21 / /proc rw,nosuid - proc proc rw
@@ -45,7 +45,7 @@ def test_main_reports_a_missing_mountpoint(tmp_path: Path,
 
 async def test_tuning_that_fails_only_logs(tmp_path: Path, caplog: pytest.LogCaptureFixture
                                            ) -> None:
-    with caplog.at_level(logging.WARNING, logger="procfs.fusectl"):
+    with caplog.at_level(logging.WARNING, logger="procfs.server.fusectl"):
         await fusectl.tune_connection(str(tmp_path / "absent"), 1024)  # never raises
         await fusectl.tune_connection(str(tmp_path), 0)  # 0: left alone, nothing run
     assert len(caplog.records) == 1

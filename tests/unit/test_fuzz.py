@@ -15,14 +15,17 @@ from hypothesis import strategies as st
 
 from overlays import cpuinfo, cpulist, diskstats, meminfo, pressure, slabinfo, swaps
 from overlays.cpuview import CpuView
-from procfs import cgroup_io, cgroup_layout, hostproc, sysfiles
-from procfs.cgroup_cpu import CpuViewMode, read_cpu_view
-from procfs.cgroup_layout import CgroupDirs, CgroupLayout, parse_proc_cgroup
-from procfs.cgroup_memory import read_memory
 from procfs.errors import ProcfsError
-from procfs.hostproc import HostProc
-from procfs.resolve import Resolver
-from procfs.views import Views
+from procfs.files.host import Views
+from procfs.sources import cgroups as cgroup_layout
+from procfs.sources import hostproc
+from procfs.sources import io as cgroup_io
+from procfs.sources import text as sysfiles
+from procfs.sources.cgroups import CgroupDirs, CgroupLayout, parse_proc_cgroup
+from procfs.sources.containers import Resolver
+from procfs.sources.cpuset import CpuViewMode, read_cpu_view
+from procfs.sources.hostproc import HostProc
+from procfs.sources.memory import read_memory
 from tests.trees import HOST_PIDNS, FakeHost, write
 
 FUZZ = settings(max_examples=60, deadline=None,

@@ -10,15 +10,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from overlays.diskstats import DiskCounters
-from procfs import cgroup_io
-from procfs.cgroup_layout import CgroupDirs, CgroupLayout, CgroupPaths
 from procfs.errors import CgroupGone, Malformed
-from procfs.hostproc import HostProc
-from procfs.nodes import Caller, OverlayNode
-from procfs.resolve import Container
-from procfs.services import Config, Services
-from procfs.views import HOST_TTL, Views
-from procfs.views_io import IoViews, io_nodes
+from procfs.files.host import HOST_TTL, Views
+from procfs.files.io import IoViews, io_nodes
+from procfs.fuse.nodes import Caller, OverlayNode
+from procfs.server.services import Config, Services
+from procfs.sources import io as cgroup_io
+from procfs.sources.cgroups import CgroupDirs, CgroupLayout, CgroupPaths
+from procfs.sources.containers import Container
+from procfs.sources.hostproc import HostProc
 from tests.trees import FakeHost, ManualClock, v1_cgroup, v2_cgroup, write
 
 HOST_DISKSTATS = (

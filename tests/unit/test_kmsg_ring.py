@@ -13,11 +13,11 @@ import trio
 import trio.testing
 
 from procfs.errors import Refused
+from procfs.fuse.nodes import Caller
 from procfs.kmsg.node import SIZE, KmsgFile, KmsgNode
 from procfs.kmsg.record import RECORD_OVERHEAD
 from procfs.kmsg.ring import Cursor, Ring
 from procfs.kmsg.service import GREETING, GREETING_PRI, KmsgService
-from procfs.nodes import Caller
 from tests.unit.kmsg_fixtures import FakeProc, container, service
 
 RDONLY_NB = os.O_RDONLY | os.O_NONBLOCK

@@ -9,7 +9,7 @@ import trio
 
 from procfs.kmsg.record import HostRecord
 from procfs.kmsg.router import Router, follow_host_log
-from procfs.resolve import Container
+from procfs.sources.containers import Container
 from tests.unit.kmsg_fixtures import FakeProc, container
 
 # Captured on this project's test host (hybrid: memory on v1), kernel 6.18.

@@ -12,11 +12,11 @@ import pytest
 import trio
 import trio.testing
 
-from procfs.control import Control, socket_path
 from procfs.errors import NotFound
 from procfs.kmsg.record import RECORD_OVERHEAD
 from procfs.kmsg.service import KmsgService
 from procfs.kmsg.signals import pending_signals
+from procfs.server.control import Control, socket_path
 from tests.unit.kmsg_fixtures import FakeProc, container, service
 
 

@@ -10,13 +10,13 @@ import trio
 import trio.testing
 
 from overlays.loadavg import FIXED_1, LoadavgSnapshot, format_load, render
-from procfs.cgroup_layout import CgroupLayout
-from procfs.cpu_time import TaskCount
-from procfs.hostproc import HostProc
-from procfs.loadavg import EXP, LoadTracker, calc_load, calc_load_n, decay, fixed_power_int
-from procfs.resolve import Container, Resolver
-from procfs.views import Views
-from procfs.views_time import TimeViews
+from procfs.files.host import Views
+from procfs.files.time import TimeViews
+from procfs.sources.cgroups import CgroupLayout
+from procfs.sources.containers import Container, Resolver
+from procfs.sources.cpu_time import TaskCount
+from procfs.sources.hostproc import HostProc
+from procfs.sources.loadavg import EXP, LoadTracker, calc_load, calc_load_n, decay, fixed_power_int
 from tests.trees import HOST_PIDNS, FakeHost, ManualClock, v1_cgroup, v2_cgroup
 
 # Produced by compiling the kernel's calc_load()/fixed_power_int() (kernel/sched/loadavg.c,
@@ -214,8 +214,8 @@ def test_newest_pid_and_running_total(tmp_path: Path) -> None:
 def test_server_wiring_samples_the_tracker_the_file_reads() -> None:
     """The node's tracker is the one kept for the server (and sampled by its task), even while
     it tracks nothing yet (an empty tracker is falsy: len() 0)."""
-    from procfs.registry import time_nodes
-    from procfs.services import Config, Services
+    from procfs.files.table import time_nodes
+    from procfs.server.services import Config, Services
 
     s = Services.build(Config(mountpoint="/nonexistent"))
     time_nodes(s)

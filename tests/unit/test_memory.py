@@ -10,9 +10,9 @@ from hypothesis import strategies as st
 
 from overlays import meminfo
 from overlays.meminfo import MeminfoSnapshot, MemoryStats, parse_host
-from procfs.cgroup_layout import CgroupDirs, CgroupLayout, parse_proc_cgroup
-from procfs.cgroup_memory import read_memory
 from procfs.errors import CgroupGone
+from procfs.sources.cgroups import CgroupDirs, CgroupLayout, parse_proc_cgroup
+from procfs.sources.memory import read_memory
 from tests.trees import MEMINFO, v1_cgroup, v2_cgroup
 
 MIB = 1 << 20

@@ -7,10 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from procfs.fs import ProcFS
-from procfs.registry import all_nodes
-from procfs.reload import KEEP, reload_code, reloadable
-from procfs.services import Config, Services
+from procfs.files.table import all_nodes
+from procfs.fuse.ops import ProcFS
+from procfs.server.reload import RELOADABLE, reload_code, reloadable
+from procfs.server.services import Config, Services
 from tests.trees import FakeHost, write
 
 
@@ -34,10 +34,12 @@ def in_child(test: str, tmp_path: Path) -> None:
 
 def test_order_puts_dependencies_first() -> None:
     order = reloadable()
-    assert not set(order) & KEEP
-    for dep, user in [("overlays.meminfo", "procfs.cgroup_memory"),
-                      ("procfs.cgroup_memory", "procfs.views"),
-                      ("procfs.views", "procfs.registry"), ("procfs.sysfiles", "procfs.hostproc")]:
+    assert all(n.split('.')[0] == 'overlays' or n.startswith(RELOADABLE[1:]) for n in order)
+    assert 'procfs.sources.containers' not in order and 'procfs.fuse.ops' not in order
+    for dep, user in [("overlays.meminfo", "procfs.sources.memory"),
+                      ("procfs.sources.memory", "procfs.files.host"),
+                      ("procfs.files.host", "procfs.files.table"),
+                      ("procfs.sources.text", "procfs.sources.hostproc")]:
         assert order.index(dep) < order.index(user)
 
 
@@ -57,13 +59,13 @@ def reload_keeps_inodes_and_state(tmp_path: Path) -> None:
         assert services.kept["loadavg"] is tracker
         # the kept history counts tasks with the new code's views (cached for 0.5 s)
         counter = getattr(tracker.count, "__self__", None)
-        assert counter is not None and type(counter) is sys.modules["procfs.views_time"].TimeViews
+        assert counter is not None and type(counter) is sys.modules["procfs.files.time"].TimeViews
         assert counter.views is services.views and counter._states is not None
         assert sum(task == tracker.run for task in services.background) == 1  # one sampler
         assert services.views is not old_views
         assert sys.modules["overlays.meminfo"].render is not old_meminfo  # new code
         assert "overlays.meminfo" in result.modules
-        cpu_view_mode = sys.modules["procfs.cgroup_cpu"].CpuViewMode
+        cpu_view_mode = sys.modules["procfs.sources.cpuset"].CpuViewMode
         assert services.views.cpu_mode is cpu_view_mode.QUOTA  # the new enum's member
     finally:
         services.close()

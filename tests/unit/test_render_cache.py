@@ -9,10 +9,10 @@ from pathlib import Path
 import pyfuse3
 import pytest
 
-from procfs.fs import ProcFS
-from procfs.registry import all_nodes
-from procfs.rendercache import RenderCache
-from procfs.services import Config, Services
+from procfs.files.table import all_nodes
+from procfs.fuse.ops import ProcFS
+from procfs.fuse.rendercache import RenderCache
+from procfs.server.services import Config, Services
 from tests.trees import HOST_PIDNS, FakeHost, ManualClock, v2_cgroup
 from tests.unit.test_fs_ops import Ctx, cat, inode_of
 

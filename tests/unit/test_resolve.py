@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from procfs.cgroup_layout import CgroupLayout
 from procfs.errors import ProcessGone
-from procfs.hostproc import HostProc
-from procfs.resolve import Resolver
+from procfs.sources.cgroups import CgroupLayout
+from procfs.sources.containers import Resolver
+from procfs.sources.hostproc import HostProc
 from tests.trees import HOST_PIDNS, FakeHost, ManualClock
 
 NS_A, NS_B = 4026532001, 4026532002

@@ -14,11 +14,11 @@ import pytest
 import trio
 import trio.testing
 
-from procfs import supervise
-from procfs.hostproc import HostProc
-from procfs.record import ServerRecord
-from procfs.shards import MAX_AUTO, choose, parse_workers, shard_mountpoints
-from procfs.supervise import Shard, watch_lifeline
+from procfs.server import supervise
+from procfs.server.record import ServerRecord
+from procfs.server.shards import MAX_AUTO, choose, parse_workers, shard_mountpoints
+from procfs.server.supervise import Shard, watch_lifeline
+from procfs.sources.hostproc import HostProc
 
 
 @pytest.fixture
@@ -243,7 +243,7 @@ def test_a_shard_gets_every_option_of_its_server() -> None:
     default, must come back from the shard's command line (an option forgotten there would leave
     the shards serving with its default)."""
     from procfs.cli import parser, serve_config
-    from procfs.server import shard_args, shard_argv
+    from procfs.server.serve import shard_args, shard_argv
 
     argv = ["-vv", "serve", "/mnt/p", "--proc-root", "/p", "--sys-root", "/s",
             "--cgroup-root", "/c", "--cpu-view", "cpuset", "--cache-ttl", "0.25",
@@ -266,7 +266,7 @@ def test_a_shard_gets_every_option_of_its_server() -> None:
 
 
 def test_a_forked_shard_runs_first_then_restarts_by_exec(tmp_path: Path) -> None:
-    """procfs.prefork's process is the first run; when it ends, the shard is spawned."""
+    """procfs.server.prefork's process is the first run; when it ends, the shard is spawned."""
     first = Spawner([2.0])
     spawn = Spawner([1000.0])
 
@@ -285,7 +285,7 @@ def test_a_forked_shard_runs_first_then_restarts_by_exec(tmp_path: Path) -> None
 
 
 def test_forked_waits_signals_and_reaps_through_a_pidfd() -> None:
-    from procfs.prefork import Forked
+    from procfs.server.prefork import Forked
 
     def child(code: int, sleep: float) -> Forked:
         pid = os.fork()

@@ -15,12 +15,12 @@ import pytest
 from overlays.stat import COLUMNS, CpuTimes, StatSnapshot, busy_idle, never_backwards, render
 from overlays.uptime import UptimeSnapshot
 from overlays.uptime import render as render_uptime
-from procfs.cgroup_cpu import CpuViewMode
-from procfs.fs import ProcFS
-from procfs.registry import all_nodes
-from procfs.resolve import Container
-from procfs.services import Config, Services
-from procfs.views_time import TimeViews, container_uptime
+from procfs.files.table import all_nodes
+from procfs.files.time import TimeViews, container_uptime
+from procfs.fuse.ops import ProcFS
+from procfs.server.services import Config, Services
+from procfs.sources.containers import Container
+from procfs.sources.cpuset import CpuViewMode
 from tests.trees import HOST_PIDNS, FakeHost, ManualClock, v1_cgroup, v2_cgroup
 
 NS_BOX = 4026532300

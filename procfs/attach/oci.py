@@ -1,0 +1,164 @@
+"""`procfs oci-hook` (runc, crun, podman, CRI-O) and `procfs docker-flags`.
+
+The hook reads the OCI state (`id`, `pid`, `bundle`, `annotations`) on stdin and attaches the
+container's init under its rootfs (from the bundle's config.json). Where it runs:
+
+- `createRuntime` / `prestart` (runtime namespaces): `pid` is the init in our pid namespace.
+  runc runs these after it mounted the container's /proc, /sys and /dev under the rootfs, before
+  pivot_root, so the binds land on the container's own procfs and move with the root.
+- `createContainer` (container namespaces, before pivot_root): `pid` is the init as seen from
+  the container's new pid namespace (1); the hook finds it among its ancestors in /proc.
+
+Exit status: 0 unless the container would otherwise start with wrong files: a bind failed and
+could not be undone (6). A container is never left half-attached silently: a failed bind rolls
+back the others and says so on stderr. `--strict` also fails the container whenever it could not
+be attached (server down, ...), with the `attach` exit codes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from procfs.attach.attach import (
+    Attacher,
+    AttachError,
+    ExitCode,
+    HalfAttached,
+    ns_ancestor,
+    served_files,
+    server_dev,
+)
+from procfs.attach.state import StateError
+from procfs.server.shards import choose
+
+DISABLE_ANNOTATION = "io.procfs.disable"
+TRUE = frozenset({"1", "true", "yes", "on"})
+
+# runc (and so Docker) refuses bind mounts under /proc except on these files, the ones LXCFS
+# emulates (runc libcontainer/rootfs_linux.go checkProcMount).
+RUNC_PROC_MOUNTS = frozenset({
+    "proc/cpuinfo", "proc/diskstats", "proc/meminfo", "proc/stat", "proc/swaps", "proc/uptime",
+    "proc/loadavg", "proc/slabinfo", "proc/net/dev", "proc/sys/kernel/ns_last_pid",
+})
+
+
+class BadState(AttachError):
+    code = ExitCode.USAGE
+
+
+@dataclass(frozen=True)
+class HookState:
+    id: str
+    pid: int
+    bundle: str
+    annotations: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, data: bytes) -> HookState:
+        try:
+            d = json.loads(data)
+        except ValueError as e:
+            raise BadState(f"the OCI state on stdin is not JSON: {e}") from e
+        if not isinstance(d, dict):
+            raise BadState("the OCI state on stdin is not a JSON object")
+        pid, bundle = d.get("pid"), d.get("bundle")
+        if not isinstance(pid, int) or pid <= 0:
+            raise BadState("the OCI state has no pid (is this a createRuntime, createContainer "
+                           "or prestart hook?)")
+        if not isinstance(bundle, str) or not bundle:
+            raise BadState("the OCI state has no bundle")
+        annotations = d.get("annotations") or {}
+        if not isinstance(annotations, dict):
+            annotations = {}
+        return cls(str(d.get("id", "")), pid, bundle,
+                   {str(k): str(v) for k, v in annotations.items()})
+
+    def config(self) -> dict[str, Any]:
+        path = os.path.join(self.bundle, "config.json")
+        try:
+            with open(path) as f:
+                config = json.load(f)
+        except (OSError, ValueError) as e:
+            raise BadState(f"cannot read {path}: {e}") from e
+        if not isinstance(config, dict):
+            raise BadState(f"{path} is not a JSON object")
+        return config
+
+    def rootfs(self, config: dict[str, Any]) -> str:
+        root = config.get("root")
+        path = root.get("path") if isinstance(root, dict) else None
+        if not isinstance(path, str) or not path:
+            raise BadState(f"{self.bundle}/config.json has no root.path")
+        return os.path.normpath(os.path.join(self.bundle, path))
+
+    def disabled(self, config: dict[str, Any]) -> bool:
+        notes = dict(config.get("annotations") or {})
+        notes.update(self.annotations)
+        return str(notes.get(DISABLE_ANNOTATION, "")).lower() in TRUE
+
+
+def run_hook(data: bytes, attacher: Attacher, *, strict: bool, stream: IO[str]) -> int:
+    """Attach the container described by the OCI state `data`; the hook's exit status."""
+    try:
+        state = HookState.parse(data)
+        config = state.config()
+        if state.disabled(config):
+            return ExitCode.OK
+        res = attacher.attach(ns_ancestor(state.pid, attacher.host), rootfs=state.rootfs(config),
+                              container_id=state.id or None)
+    except HalfAttached as e:
+        print(f"procfs oci-hook: {e}", file=stream)
+        return ExitCode.HALF_ATTACHED
+    except (AttachError, StateError) as e:
+        print(f"procfs oci-hook: {e}; the container keeps the host's files", file=stream)
+        return int(getattr(e, "code", ExitCode.FAILED)) if strict else ExitCode.OK
+    if not res.attached:
+        print(f"procfs oci-hook: nothing attached to {state.id or state.pid}", file=stream)
+    return ExitCode.OK
+
+
+def flag_files(mount: str) -> tuple[list[str], list[str]]:
+    """(files Docker can bind, files runc refuses), from the running server's tree, or from the
+    registry when no server is mounted at `mount`."""
+    try:
+        server_dev(mount)
+        files = served_files(mount)
+    except AttachError:
+        from procfs.files.table import all_nodes
+        from procfs.server.services import Config, Services
+
+        services = Services.build(Config(mountpoint=mount))
+        try:
+            files = sorted(n.path for n in all_nodes(services))
+        finally:
+            services.close()
+    ok = [f for f in files if not f.startswith("proc/") or f in RUNC_PROC_MOUNTS]
+    return ok, [f for f in files if f not in ok]
+
+
+def docker_flags(mount: str, *, compose: bool = False, host_mount: str | None = None,
+                 stream: IO[str] | None = None, key: int | None = None) -> str:
+    """`-v SRC:DST:rw` per file (one a line, for `docker run $(procfs docker-flags) ...`), or a
+    compose `volumes:` list. Files runc refuses are named on `stream` (stderr), not printed.
+    For one container (`docker run`, on this host) the files come from one of the server's
+    shards, as `procfs attach` would bind them, picked by `key` (default: at random, so that
+    successive containers spread), and those only the server serves from `mount`; a compose
+    list, reused by every container of a file, names `mount` alone."""
+    ok, refused = flag_files(mount)
+    src = (host_mount or mount).rstrip("/")
+    if refused and stream is not None:
+        print("procfs docker-flags: runc refuses binds on " + ", ".join("/" + f for f in refused)
+              + "; attach them with the OCI hook or `procfs attach`", file=stream)
+    sources = dict.fromkeys(ok, src)
+    if not compose and host_mount is None:
+        shard = choose(mount, random.getrandbits(64) if key is None else key)
+        if shard != mount:
+            sources.update(dict.fromkeys(set(ok) & set(served_files(shard)), shard))
+    binds = [f"{sources[f]}/{f}:/{f}:rw" for f in ok]
+    if compose:
+        return "\n".join(["volumes:", *(f"  - {b}" for b in binds)])
+    return "\n".join(f"-v {b}" for b in binds)

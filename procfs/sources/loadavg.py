@@ -1,0 +1,172 @@
+"""Per-container load averages: the kernel's fixed-point decay, fed by a sampler.
+
+The arithmetic is `kernel/sched/loadavg.c`'s: every LOAD_FREQ (5 s) each average decays by
+EXP_n/FIXED_1 towards the number of active tasks (state R or D); missed periods are caught up
+with `calc_load_n`, as the kernel does after a tickless idle stretch.
+
+The sampler samples only the containers whose /proc/loadavg was read in the last `keep` seconds,
+at most `maxsize` of them (least recently read dropped first): its cost follows the containers
+that use the file, not the number of cgroups on the host.
+
+A container has no history when it is first read. Starting from 0, as the kernel does at boot,
+would show a container that has been busy for an hour as nearly idle for minutes (one busy task
+reaches only 1 − e^(−15/60) = 0.22 after 15 s). Instead, the sampler's first sample of a container
+seeds all three averages with the number of tasks active then (what the kernel shows after a long
+stretch at that level); from there on they decay exactly as the kernel's. The seed is taken by
+the sampler, not by the read that registers the container: that reader, caught between issuing
+its request and sleeping on it, would count itself as running. Until then the averages read 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import trio
+
+from overlays.loadavg import FIXED_1, FSHIFT, LoadavgSnapshot
+from procfs.errors import ProcfsError
+from procfs.sources.containers import Container
+from procfs.sources.cpu_time import TaskCount
+
+log = logging.getLogger(__name__)
+
+EXP = (1884, 2014, 2037)  # FIXED_1 / exp(5 s / (1, 5, 15 min))
+LOAD_FREQ = 5.0  # seconds
+MAX_ACTIVE = 1 << 20  # tasks; keeps the fixed-point numbers in range whatever a reader says
+
+
+def calc_load(load: int, exp: int, active: int) -> int:
+    """One period of decay; `active` is fixed-point (tasks * FIXED_1)."""
+    newload = load * exp + active * (FIXED_1 - exp)
+    if active >= load:
+        newload += FIXED_1 - 1
+    return newload // FIXED_1
+
+
+def fixed_power_int(x: int, frac_bits: int, n: int) -> int:
+    """x**n in fixed point with `frac_bits` fraction bits, rounded as the kernel rounds."""
+    result = 1 << frac_bits
+    while n:
+        if n & 1:
+            result = (result * x + (1 << (frac_bits - 1))) >> frac_bits
+        n >>= 1
+        if n:
+            x = (x * x + (1 << (frac_bits - 1))) >> frac_bits
+    return result
+
+
+def calc_load_n(load: int, exp: int, active: int, n: int) -> int:
+    """`n` periods of decay at once."""
+    return calc_load(load, fixed_power_int(exp, FSHIFT, n), active)
+
+
+def decay(avenrun: tuple[int, int, int], active_tasks: int, n: int = 1) -> tuple[int, int, int]:
+    active = min(max(active_tasks, 0), MAX_ACTIVE) * FIXED_1
+    if n <= 0:
+        return avenrun
+    a, b, c = (calc_load_n(load, exp, active, n) for load, exp in zip(avenrun, EXP, strict=True))
+    return a, b, c
+
+
+@dataclass
+class _Entry:
+    container: Container
+    avenrun: tuple[int, int, int] | None  # None until the first sample seeds it
+    updated: float  # when the averages were last brought up to date (a period boundary)
+    read_at: float
+    newest_pid: int
+
+
+Counter = Callable[[Container], TaskCount | None]
+
+
+class LoadTracker:
+    """Load averages of the containers that read /proc/loadavg. Not thread-safe: used from the
+    trio thread only (FUSE handlers and the sampler)."""
+
+    def __init__(self, count: Counter, *, sample_count: Counter | None = None,
+                 clock: Callable[[], float] = trio.current_time,
+                 period: float = LOAD_FREQ, keep: float = 300.0, maxsize: int = 1024) -> None:
+        self.count = count  # for a read: may reuse a recent count
+        # for the sampler: never a count a reader took of itself (see above); default `count`
+        self.sample_count = sample_count or count
+        self.clock = clock
+        self.period = period
+        self.keep = keep
+        self.maxsize = maxsize
+        self._entries: OrderedDict[tuple[int, int, int], _Entry] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def tracked(self) -> list[Container]:
+        return [e.container for e in self._entries.values()]
+
+    def read(self, c: Container) -> LoadavgSnapshot:
+        """The container's /proc/loadavg; starts tracking it. Raises what `count` raises."""
+        now = self.clock()
+        counted = self.count(c)
+        if counted is None:
+            raise ProcfsError(f"container {c.key} has no cgroup of its own to count tasks in")
+        entry = self._entries.get(c.key)
+        if entry is None:
+            entry = _Entry(c, None, now, now, 0)
+            self._entries[c.key] = entry
+            while len(self._entries) > self.maxsize:
+                self._entries.popitem(last=False)
+        self._entries.move_to_end(c.key)
+        entry.container, entry.read_at = c, now
+        entry.newest_pid = max(entry.newest_pid, counted.newest_pid)
+        return LoadavgSnapshot(entry.avenrun or (0, 0, 0), counted.running, counted.total,
+                               entry.newest_pid)
+
+    def sample(self, key: tuple[int, int, int]) -> None:
+        """Bring one container's averages up to now (whole periods since the last update)."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return
+        now = self.clock()
+        if now - entry.read_at > self.keep:
+            del self._entries[key]  # nobody looked for a while: stop paying for it
+            return
+        n = math.floor((now - entry.updated) / self.period)
+        if n <= 0 and entry.avenrun is not None:
+            return
+        try:
+            counted = self.sample_count(entry.container)
+        except ProcfsError as e:  # the container is gone, or its cgroup is
+            log.debug("loadavg: dropping container %s: %s", key, e)
+            del self._entries[key]
+            return
+        if counted is None:
+            del self._entries[key]
+            return
+        if entry.avenrun is None:
+            seed = min(counted.active, MAX_ACTIVE) * FIXED_1
+            entry.avenrun, entry.updated = (seed, seed, seed), now
+        else:
+            entry.avenrun = decay(entry.avenrun, counted.active, n)
+            entry.updated += n * self.period
+        entry.newest_pid = max(entry.newest_pid, counted.newest_pid)
+
+    async def sample_all(self) -> None:
+        for key in list(self._entries):
+            self.sample(key)
+            await trio.lowlevel.checkpoint()  # let FUSE requests in between containers
+
+    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """The sampler: every `period` seconds, sample the tracked containers."""
+        task_status.started()
+        next_tick = trio.current_time() + self.period
+        while True:
+            await trio.sleep_until(next_tick)
+            try:
+                await self.sample_all()
+            except Exception:  # a bug must not end the server's nursery; log it and go on
+                log.exception("loadavg sampler")
+            now = trio.current_time()
+            next_tick += self.period * max(1, math.ceil((now - next_tick) / self.period))
