@@ -70,14 +70,20 @@ def never_backwards(prev: tuple[CpuTimes, ...] | None,
     )
 
 
+def _count(word: str) -> int | None:
+    """A counter of the kernel's: ASCII digits only (not '²', which str.isdigit() accepts and
+    int() refuses), at most 20 of them (a u64)."""
+    return int(word) if word.isascii() and word.isdigit() and len(word) <= 20 else None
+
+
 def host_cpu_lines(text: str) -> dict[int, CpuTimes]:
     """The `cpuN` lines of a /proc/stat text, by N; garbled columns read as 0."""
     out: dict[int, CpuTimes] = {}
     for line in text.splitlines():
         name, _, rest = line.partition(" ")
-        if name.startswith("cpu") and name[3:].isdigit():
-            cols = tuple(int(w) if w.isdigit() else 0 for w in rest.split())
-            out[int(name[3:])] = CpuTimes.of(cols)
+        cpu = _count(name[3:]) if name.startswith("cpu") else None
+        if cpu is not None:
+            out[cpu] = CpuTimes.of(tuple(_count(w) or 0 for w in rest.split()))
     return out
 
 

@@ -34,7 +34,8 @@ from collections.abc import Sequence
 
 import trio
 
-from procfs.attach.attach import Attacher, AttachError, served_files
+from procfs.attach.attach import Attacher, served_files
+from procfs.attach.errors import AttachError
 from procfs.attach.state import Attachment, StateFile
 from procfs.errors import ProcfsError
 from procfs.server.shards import serving

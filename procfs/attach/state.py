@@ -11,23 +11,19 @@ The default path is `/run/procfs/attached.json`; `PROCFS_STATE` or an explicit p
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
-import os
-import tempfile
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from procfs.config import state_path
 from procfs.errors import ProcfsError
 from procfs.sources.hostproc import HostProc
+from procfs.sources.identity import ProcessIdentity
+from procfs.util.atomic import write_json
+from procfs.util.lock import locked
 
-DEFAULT_STATE = "/run/procfs/attached.json"
 VERSION = 1
-
-
-def default_path() -> str:
-    return os.environ.get("PROCFS_STATE") or DEFAULT_STATE
 
 
 @dataclass(frozen=True)
@@ -60,11 +56,7 @@ class Attachment:
 
     def alive(self, host: HostProc | None = None) -> bool:
         """Is the process this entry was made for still running (same pid, same start)?"""
-        host = host or HostProc()
-        try:
-            return host.stat(self.pid).start_ticks == self.start_ticks
-        except ProcfsError:
-            return False
+        return ProcessIdentity(self.pid, self.start_ticks).alive(host)
 
 
 class StateError(ProcfsError):
@@ -75,7 +67,7 @@ class StateError(ProcfsError):
 class StateFile:
     """The attachments, read and written as a whole under a lock."""
 
-    path: str = field(default_factory=default_path)
+    path: str = field(default_factory=state_path)
     host: HostProc = field(default_factory=HostProc)
 
     def load(self) -> list[Attachment]:
@@ -102,35 +94,17 @@ class StateFile:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        directory = os.path.dirname(os.path.abspath(self.path))
-        try:
-            os.makedirs(directory, mode=0o755, exist_ok=True)
-            fd = os.open(self.path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        except OSError as e:
-            raise StateError(f"cannot lock {self.path}: {e.strerror}") from e
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with contextlib.ExitStack() as stack:
+            try:
+                stack.enter_context(locked(self.path + ".lock"))
+            except OSError as e:
+                raise StateError(f"cannot lock {self.path}: {e.strerror}") from e
             yield
-        finally:
-            os.close(fd)
 
     def _write(self, entries: list[Attachment]) -> None:
-        directory = os.path.dirname(os.path.abspath(self.path))
         data = {"version": VERSION, "attached": [a.to_json() for a in entries]}
         try:
-            fd, tmp = tempfile.mkstemp(prefix=".attached-", dir=directory)
-            try:
-                with os.fdopen(fd, "w") as f:
-                    json.dump(data, f, indent=1)
-                    f.write("\n")
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.chmod(tmp, 0o644)
-                os.replace(tmp, self.path)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-                raise
+            write_json(self.path, data, fsync=True)
         except OSError as e:
             raise StateError(f"cannot write {self.path}: {e.strerror}") from e
 

@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from procfs.attach.attach import DEFAULT_MOUNT, Attacher, AttachError, ExitCode, caller_init
-from procfs.attach.state import StateError, StateFile, default_path
+from procfs.attach.attach import Attacher
+from procfs.attach.errors import AttachError, ExitCode
+from procfs.attach.pids import caller_init
+from procfs.attach.state import StateError, StateFile
+from procfs.config import DEFAULT_MOUNT, state_path
 
 
 def _pid(text: str) -> int | str:
@@ -56,7 +59,7 @@ def _oci_hook(args: argparse.Namespace) -> int:
 
 
 def _docker_flags(args: argparse.Namespace) -> int:
-    from procfs.attach.oci import docker_flags
+    from procfs.attach.docker import docker_flags
 
     try:
         print(docker_flags(args.mount, compose=args.compose, host_mount=args.host_mount,
@@ -70,7 +73,7 @@ def _docker_flags(args: argparse.Namespace) -> int:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mount", default=DEFAULT_MOUNT,
                    help="where `procfs serve` mounted its tree (default %(default)s)")
-    p.add_argument("--state", default=default_path(),
+    p.add_argument("--state", default=state_path(),
                    help="the attachments file (default %(default)s; env PROCFS_STATE)")
     p.add_argument("--no-state", action="store_true", help="do not record the attachment")
 

@@ -21,8 +21,6 @@ from collections.abc import Callable
 
 from overlays import diskstats, pressure, slabinfo
 from procfs.errors import Malformed
-from procfs.fuse.nodes import FileNode, OverlayNode
-from procfs.server.services import Services
 from procfs.sources.containers import Container
 from procfs.sources.hostproc import HostProc
 from procfs.sources.io import AbsentFiles, Device, read_io
@@ -31,11 +29,11 @@ from procfs.sources.text import read_optional
 PRESSURE_KINDS = ("cpu", "memory", "io")
 
 
-class IoViews:
+class IoFiles:
     def __init__(self, host: HostProc, recent_text: Callable[[str], str] | None = None,
                  absent: AbsentFiles | None = None) -> None:
         self.host = host
-        # the host's diskstats, re-read at most every views.HOST_TTL s (Views.recent_text)
+        # the host's diskstats, shared by the containers rendering at once (HostFiles)
         self.recent_text = recent_text or host.text
         self.absent = absent
 
@@ -91,19 +89,3 @@ class IoViews:
         if slabinfo.has_caches(own):
             return slabinfo.render(slabinfo.SlabinfoSnapshot("", own))
         return slabinfo.render(slabinfo.SlabinfoSnapshot(self.host.text("slabinfo"), None))
-
-
-def io_nodes(s: Services) -> list[FileNode]:
-    """proc/diskstats, proc/pressure/* (where the host has PSI) and proc/slabinfo."""
-    v = IoViews(s.host, s.views.recent_text, AbsentFiles(clock=s.clock))
-    nodes: list[FileNode] = [
-        OverlayNode("proc/diskstats", v.diskstats, v.host.proc_file("diskstats")),
-        OverlayNode("proc/slabinfo", v.slabinfo, v.host.proc_file("slabinfo"), mode=0o400),
-    ]
-    if os.path.isdir(s.host.path("pressure")):
-        nodes += [
-            OverlayNode(f"proc/pressure/{kind}", v.pressure(kind),
-                        v.host.proc_file(f"pressure/{kind}"))
-            for kind in PRESSURE_KINDS
-        ]
-    return nodes

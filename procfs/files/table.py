@@ -1,54 +1,67 @@
-"""The tree procfs serves: every virtual file, by its path under the mount.
+"""Every file procfs serves, in one table: its path under the mount, the function that renders
+it for a container, and the host's file a host caller gets.
 
-Each feature contributes its nodes here; the FUSE layer, `attach` and `docker-flags` all take
-the list of paths from `all_nodes`, so they always agree.
+Adding a file: a pure renderer in `overlays/`, a method that reads its snapshot in the module of
+its group here (`memory`, `cpu`, `time`, `io`), its source in `procfs/sources/` if it is new, and
+one line below (CONTRIBUTING.md). The FUSE layer, `attach` and `docker-flags` all take the list
+of paths from this table, so they always agree.
 """
 
 from __future__ import annotations
 
-from procfs.files.io import io_nodes
-from procfs.files.time import TASK_STATES_TTL, TimeViews
-from procfs.fuse.nodes import FileNode, OverlayNode
+import os
+
+from procfs.files.cpu import CpuFiles
+from procfs.files.host import HostFiles
+from procfs.files.io import PRESSURE_KINDS, IoFiles
+from procfs.files.memory import MemoryFiles
+from procfs.files.time import TimeFiles, load_counter
+from procfs.fuse.nodes import FileNode, OverlayNode, Render
 from procfs.kmsg.node import KmsgNode
 from procfs.server.services import Services
+from procfs.sources.io import AbsentFiles
 from procfs.sources.loadavg import LoadTracker
 
 CPU_DIR = "sys/devices/system/cpu"
 
 
-def memory_and_cpu_nodes(s: Services) -> list[FileNode]:
-    views, host = s.views, s.host
-    return [
-        OverlayNode("proc/meminfo", views.meminfo, host.proc_file("meminfo")),
-        OverlayNode("proc/cpuinfo", views.cpuinfo, host.proc_file("cpuinfo")),
-        OverlayNode("proc/swaps", views.swaps, host.proc_file("swaps")),
-        *(
-            OverlayNode(f"{CPU_DIR}/{name}", views.cpulist, host.sys_file(f"{CPU_DIR[4:]}/{name}"))
-            for name in ("online", "possible", "present")
-        ),
-    ]
+def all_nodes(s: Services) -> list[FileNode]:
+    host, staleness = s.host, s.config.staleness
+    files = HostFiles(host, s.config.cpu_view, s.clock, staleness)
+    memory, cpu = MemoryFiles(files), CpuFiles(files)
+    io = IoFiles(host, files.recent_text, AbsentFiles(staleness.absent_files, clock=s.clock))
 
-
-def time_nodes(s: Services) -> list[FileNode]:
-    """proc/stat, proc/uptime, proc/loadavg; the loadavg sampler joins `s.background`."""
     def first_tracker() -> LoadTracker:  # once per server: the history survives reloads
-        tracker = LoadTracker(lambda c: None)  # its counter: the TimeViews made below
+        tracker = LoadTracker(load_counter(host), period=staleness.load_period)
         s.background.append(tracker.run)
         return tracker
 
-    t = TimeViews(s.host, s.views, tracker=s.keep("loadavg", first_tracker),
-                  task_ttl=TASK_STATES_TTL, clock=s.clock)
-    host = s.host
-    return [
-        OverlayNode("proc/stat", t.stat, host.proc_file("stat")),
-        OverlayNode("proc/uptime", t.uptime, host.proc_file("uptime")),
-        OverlayNode("proc/loadavg", t.loadavg, host.proc_file("loadavg")),
+    time = TimeFiles(host, files, tracker=s.keep("loadavg", first_tracker),
+                     task_ttl=staleness.task_states, clock=s.clock)
+
+    def file(path: str, render: Render, host_file: str, mode: int = 0o444
+             ) -> OverlayNode:
+        """`path` rendered by `render` for a container; a host caller gets `host_file` (under
+        the host's /proc, or /sys for a path under sys/)."""
+        read = (host.sys_file(host_file[4:]) if host_file.startswith("sys/")
+                else host.proc_file(host_file))
+        return OverlayNode(path, render, read, mode, s.render_cache)
+
+    nodes: list[FileNode] = [
+        file("proc/meminfo", memory.meminfo, "meminfo"),
+        file("proc/swaps", memory.swaps, "swaps"),
+        file("proc/cpuinfo", cpu.cpuinfo, "cpuinfo"),
+        *(file(f"{CPU_DIR}/{name}", cpu.cpulist, f"{CPU_DIR}/{name}")
+          for name in ("online", "possible", "present")),
+        file("proc/stat", time.stat, "stat"),
+        file("proc/uptime", time.uptime, "uptime"),
+        file("proc/loadavg", time.loadavg, "loadavg"),
+        file("proc/diskstats", io.diskstats, "diskstats"),
+        file("proc/slabinfo", io.slabinfo, "slabinfo", mode=0o400),
     ]
-
-
-def kmsg_nodes(s: Services) -> list[FileNode]:
-    return [KmsgNode(s.kmsg)] if s.kmsg is not None else []
-
-
-def all_nodes(s: Services) -> list[FileNode]:
-    return [*memory_and_cpu_nodes(s), *io_nodes(s), *time_nodes(s), *kmsg_nodes(s)]
+    if os.path.isdir(host.path("pressure")):  # a kernel with PSI
+        nodes += [file(f"proc/pressure/{kind}", io.pressure(kind), f"pressure/{kind}")
+                  for kind in PRESSURE_KINDS]
+    if s.kmsg is not None:
+        nodes.append(KmsgNode(s.kmsg))
+    return nodes

@@ -19,17 +19,15 @@ from cachetools import LRUCache, TTLCache
 
 from overlays import loadavg, stat, uptime
 from overlays.stat import CpuTimes, host_cpu_lines
-from procfs.files.host import Views
+from procfs.errors import ProcfsError
+from procfs.files.host import HostFiles
 from procfs.sources.containers import Container
-from procfs.sources.cpu_time import NS, CpuUsage, TaskCount, count_tasks, read_cpu_usage, spread
+from procfs.sources.cpu_time import NS, CpuUsage, read_cpu_usage, spread
 from procfs.sources.hostproc import HostProc
 from procfs.sources.loadavg import LoadTracker
+from procfs.sources.tasks import TaskCount, count_tasks
 
 Key = tuple[int, int, int]
-# How long counts of a container's tasks by state are reused (procs_running/procs_blocked and
-# steal in stat, running/total in loadavg); the kernel's are instantaneous, LXCFS's loadavg
-# counts are up to 5 s old.
-TASK_STATES_TTL = 0.5
 V = TypeVar("V")
 
 
@@ -75,11 +73,20 @@ class _LastValues:
             d.popitem(last=False)
 
 
-class TimeViews:
+def load_counter(host: HostProc) -> Callable[[Container], TaskCount | None]:
+    """How the load sampler counts a container's tasks: afresh, never from a read's counts (a
+    count a read took includes that reader, caught running in its own read)."""
+    def count(c: Container) -> TaskCount | None:
+        return count_tasks(host, c.cgroups, c.pidns_level, False, key=(c.key, False))
+
+    return count
+
+
+class TimeFiles:
     def __init__(
         self,
         host: HostProc,
-        views: Views,
+        files: HostFiles,
         *,
         boottime: Callable[[], float] = boottime,
         realtime: Callable[[], float] = time.time,
@@ -89,16 +96,12 @@ class TimeViews:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.host = host
-        self.views = views
+        self.files = files
         self.boottime = boottime
         self.realtime = realtime
         self.hz = hz or clock_ticks()
         # not `tracker or ...`: an empty tracker has len() 0 and is falsy
-        if tracker is None:
-            tracker = LoadTracker(self.count_tasks, sample_count=self.count_tasks_now)
-        else:  # a kept tracker keeps its history, and counts with these views (new code)
-            tracker.count, tracker.sample_count = self.count_tasks, self.count_tasks_now
-        self.loads = tracker
+        self.loads = tracker if tracker is not None else LoadTracker(load_counter(host))
         self._last = _LastValues()
         # Counts of the container's tasks by state, reused for `task_ttl` s: they cost a read of
         # every task's stat (and schedstat), the bulk of rendering stat and loadavg.
@@ -114,7 +117,7 @@ class TimeViews:
 
     def host_cpus(self, cpus: tuple[int, ...]) -> tuple[CpuTimes, ...]:
         """The host's own lines for these CPUs (a container without a cgroup of its own)."""
-        lines = host_cpu_lines(self.views.recent_text("stat"))
+        lines = host_cpu_lines(self.files.recent_text("stat"))
         return tuple(lines.get(cpu, CpuTimes()) for cpu in cpus)
 
     def count_tasks(self, c: Container, waits: bool = False) -> TaskCount | None:
@@ -123,16 +126,9 @@ class TimeViews:
         return count_tasks(self.host, c.cgroups, c.pidns_level, waits, self._states,
                            (c.key, waits), fresh_newest=not waits, newest=self._newest)
 
-    def count_tasks_now(self, c: Container) -> TaskCount | None:
-        """Counted afresh, never from (nor into) the reused counts: the load sampler's. A count
-        a read took includes that reader, caught running in its own read
-        (procfs.sources.loadavg)."""
-        return count_tasks(self.host, c.cgroups, c.pidns_level, False, key=(c.key, False),
-                           newest=self._newest)
-
     def cpu_times(self, c: Container, up: float, usage: CpuUsage | None,
                   waited_ns: int = 0) -> tuple[CpuTimes, ...]:
-        view = self.views.cpu_view(c)
+        view = self.files.cpu_view(c)
         if usage is None:
             return self._last.cpus(c.key, self.host_cpus(view.cpus))
         tick_ns = NS // self.hz
@@ -143,7 +139,7 @@ class TimeViews:
     # Renderers, one per file.
 
     def stat(self, c: Container) -> bytes:
-        host_text = self.views.recent_text("stat")
+        host_text = self.files.recent_text("stat")
         up = self.uptime_seconds(c)
         tasks = self.count_tasks(c, waits=True) or TaskCount(0, 0, 0, 0)
         cpus = self.cpu_times(c, up, read_cpu_usage(c.cgroups, self.hz), tasks.waited_ns)
@@ -153,7 +149,7 @@ class TimeViews:
 
     def uptime(self, c: Container) -> bytes:
         up = self.uptime_seconds(c)
-        view = self.views.cpu_view(c)
+        view = self.files.cpu_view(c)
         usage = read_cpu_usage(c.cgroups, self.hz)
         if usage is not None:
             idle = up * view.count - usage.total_ns / NS
@@ -165,4 +161,7 @@ class TimeViews:
         return uptime.render(uptime.UptimeSnapshot(up, max(idle, 0.0)))
 
     def loadavg(self, c: Container) -> bytes:
-        return loadavg.render(self.loads.read(c))
+        counted = self.count_tasks(c)
+        if counted is None:
+            raise ProcfsError(f"container {c.key} has no cgroup of its own to count tasks in")
+        return loadavg.render(self.loads.read(c, counted))

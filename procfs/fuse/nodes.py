@@ -44,6 +44,8 @@ class FileNode(Protocol):
     async def open(self, caller: Caller, flags: int) -> OpenFile: ...
 
 
+Render = Callable[[Container], bytes]  # a container's view of one file
+
 # Cap on one rendered file: a container cannot make the server hold more than this per open.
 MAX_RENDERED = 4 << 20
 
@@ -87,10 +89,10 @@ class OverlayNode:
     """
 
     path: str
-    render: Callable[[Container], bytes]
+    render: Render
     host: Callable[[], bytes]
     mode: int = 0o444
-    cache: RenderCache | None = None  # set by the FUSE layer: renderings reused for a few ms
+    cache: RenderCache | None = None  # renderings reused for a few ms (--cache-ttl)
 
     async def open(self, caller: Caller, flags: int) -> OpenFile:
         if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND):

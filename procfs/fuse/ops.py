@@ -145,10 +145,6 @@ class ProcFS(pyfuse3.Operations):
         Files already open keep their handles, and with them what they rendered."""
         if self.cache is not None:
             self.cache.clear()  # renderings of the old code
-            for node in tree.files.values():
-                # by attribute, not isinstance: a reload brings a new OverlayNode class
-                if hasattr(node, "cache"):
-                    setattr(node, "cache", self.cache)  # noqa: B010
         self.dirs, self.files = tree.dirs, tree.files
 
     def paths(self) -> list[str]:

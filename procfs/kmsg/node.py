@@ -32,7 +32,8 @@ from procfs.fuse.nodes import Caller, OpenFile
 from procfs.kmsg.record import MAX_WRITE, parse_write
 from procfs.kmsg.ring import Cursor
 from procfs.kmsg.service import Entry, KmsgService
-from procfs.kmsg.signals import Watched
+from procfs.kmsg.signals import signalled
+from procfs.sources.identity import ProcessIdentity
 
 # The st_size of dev/kmsg: where SEEK_END lands. Large enough that no reader's running position
 # gets there, small enough that a reader sizing a buffer by st_size (Python's readall) copes.
@@ -68,7 +69,7 @@ class KmsgFile:
         self.nonblock = bool(flags & os.O_NONBLOCK)
         self.cursor = Cursor(entry.ring)
         self.next_offset = 0  # where the last read ended
-        self.opener = Watched.of(service.host, caller.pid)
+        self.opener = ProcessIdentity.of(caller.pid, service.host)
         self._watch: Any = None
 
     def _seek(self, offset: int) -> None:
@@ -98,7 +99,7 @@ class KmsgFile:
                 with trio.move_on_after(cfg.wake_interval):
                     await self.entry.ring.wait()
             if not self.cursor.ready() and self.opener is not None and \
-                    self.opener.signalled(self.service.host):
+                    signalled(self.opener, self.service.host):
                 raise Refused("reader signalled", errno.EINTR)
 
     async def write(self, offset: int, data: bytes) -> int:

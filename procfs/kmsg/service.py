@@ -22,34 +22,20 @@ from typing import Any
 
 import trio
 
-from procfs.errors import NotFound, ProcfsError
+from procfs.config import KmsgConfig
+from procfs.errors import NotFound
 from procfs.kmsg.ratelimit import TokenBucket
 from procfs.kmsg.record import LOG_KERN, escape
 from procfs.kmsg.ring import Ring
 from procfs.sources.containers import Container, Resolver
 from procfs.sources.hostproc import HostProc
+from procfs.sources.identity import ProcessIdentity
 
 log = logging.getLogger(__name__)
 
 Key = tuple[int, int, int]
 GREETING = b"procfs: kernel log of this container"
 GREETING_PRI = LOG_KERN * 8 + 6  # kern.info
-
-
-@dataclass
-class KmsgConfig:
-    enabled: bool = True  # False (`serve --no-kmsg`): no dev/kmsg, no rings, no routing
-    ring_bytes: int = 256 << 10
-    total_bytes: int = 32 << 20
-    rate: float = 100.0  # records a second a container may write...
-    burst: float = 200.0  # ...and how many it may write at once
-    throttle: float = 0.05  # an over-limit writer waits this long for a token before a drop
-    gone_ttl: float = 300.0
-    sweep_interval: float = 10.0
-    wake_interval: float = 0.2  # a blocked reader looks for a pending signal this often
-    max_waiting: int = 32  # requests parked in the server (blocked reads, throttled writes)...
-    max_waiting_per_container: int = 8  # ...and per container
-    host_log: str = "/dev/kmsg"  # the host's kernel log to route from; "" for none
 
 
 def boottime_ns() -> int:
@@ -163,10 +149,7 @@ class KmsgService:
     # Containers and their lifetime.
 
     def alive(self, c: Container) -> bool:
-        try:
-            return self.host.stat(c.reaper).start_ticks == c.reaper_start
-        except ProcfsError:
-            return False
+        return ProcessIdentity(c.reaper, c.reaper_start).alive(self.host)
 
     def containers(self) -> list[Container]:
         """Containers lines may be routed to: those with a ring, and those seen lately."""

@@ -10,10 +10,9 @@ EINTR and lets the process go.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from procfs.errors import ProcessGone, ProcfsError
+from procfs.errors import ProcfsError
 from procfs.sources.hostproc import HostProc
+from procfs.sources.identity import ProcessIdentity
 
 
 def pending_signals(status_text: str) -> int:
@@ -30,28 +29,10 @@ def pending_signals(status_text: str) -> int:
     return pending & ~fields.get("SigBlk", 0)
 
 
-@dataclass(frozen=True)
-class Watched:
-    """A process, by pid and start time (so that a reused pid is not taken for it)."""
-
-    pid: int
-    start_ticks: int
-
-    @classmethod
-    def of(cls, host: HostProc, pid: int) -> Watched | None:
-        try:
-            return cls(pid, host.stat(pid).start_ticks)
-        except ProcfsError:
-            return None
-
-    def signalled(self, host: HostProc) -> bool:
-        """A signal is pending; False also when the process is gone (nothing waits in it)."""
-        try:
-            text = host.pid_text(self.pid, "status")
-            if host.stat(self.pid).start_ticks != self.start_ticks:
-                return False
-        except ProcessGone:
-            return False
-        except ProcfsError:
-            return False
-        return pending_signals(text) != 0
+def signalled(who: ProcessIdentity, host: HostProc) -> bool:
+    """A signal is pending for `who`; False also when it is gone (nothing waits in it then)."""
+    try:
+        text = host.pid_text(who.pid, "status")
+    except ProcfsError:
+        return False
+    return who.alive(host) and pending_signals(text) != 0

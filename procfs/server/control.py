@@ -9,7 +9,6 @@ only peers with the server's uid are served). A request is one JSON object on on
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -21,9 +20,11 @@ from typing import Any
 
 import trio
 
+from procfs.config import STATE_DIR
+from procfs.server.record import mount_key
+
 log = logging.getLogger(__name__)
 
-DEFAULT_DIR = "/run/procfs"
 MAX_REQUEST = 1 << 20
 REQUEST_TIMEOUT = 10.0
 
@@ -34,10 +35,9 @@ class ControlError(Exception):
     """A request that failed: refused by the server, or no server to ask."""
 
 
-def socket_path(mountpoint: str, directory: str = DEFAULT_DIR) -> str:
+def socket_path(mountpoint: str, directory: str = STATE_DIR) -> str:
     """Where the server of `mountpoint` listens (a hash: any path fits a socket name)."""
-    digest = hashlib.sha256(os.path.realpath(mountpoint).encode()).hexdigest()[:16]
-    return os.path.join(directory, f"{digest}.sock")
+    return os.path.join(directory, f"{mount_key(mountpoint)}.sock")
 
 
 class Control:

@@ -4,9 +4,8 @@ A shard started with exec loads its own interpreter, trio and pyfuse3: about 20 
 pages each. Forked once everything is imported, a shard shares those pages with the server until
 one of the two writes to one (copy on write), and `gc.freeze()` keeps the collector from writing
 to the header of every object it would otherwise scan: measured with three processes and 300
-containers, 46.5 MiB of distinct pages instead of 72.5. The child parses the very command line an
-exec would have run (`server.shard_argv`), so a forked shard and an exec'd one are configured the
-same way.
+containers, 46.5 MiB of distinct pages instead of 72.5. The child runs with its `Config` as it
+is; one started again by exec gets the same Config as JSON (procfs.server.shard).
 
 Only the first start forks: within `trio.run` a fork would copy a running trio, so a shard that
 dies is started again with exec (procfs.server.supervise).
@@ -15,14 +14,18 @@ dies is started again with exec (procfs.server.supervise).
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import gc
 import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from typing import NoReturn
 
 import trio
+
+from procfs.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -72,31 +75,31 @@ class Forked:
             self._pidfd = None
 
 
-def fork_shards(commands: list[tuple[list[str], str]]) -> dict[str, tuple[Forked, int]]:
-    """Fork one shard per (procfs arguments, mountpoint): the child runs `procfs ARGS --lifeline
-    R` in-process. {mountpoint: (its process, the write end of its lifeline)}. Called by
-    `server.run`, once procfs.server.serve, and with it all a serving process runs, is imported (a
-    shard imports two small modules more after the fork)."""
-    if not commands:
+def fork_shards(configs: list[Config], child: Callable[[Config], int]
+                ) -> dict[str, tuple[Forked, int]]:
+    """Fork one shard per Config: the child runs `child(config)` with the read end of its
+    lifeline in `config.lifeline`. {mountpoint: (its process, the write end of its lifeline)}.
+    Called by `serve.run` once all a serving process runs is imported."""
+    if not configs:
         return {}
     gc.freeze()  # what is imported lives as long as the process: never scan it, never touch it
     started: dict[str, tuple[Forked, int]] = {}
-    for args, mountpoint in commands:
-        os.makedirs(mountpoint, mode=0o755, exist_ok=True)
+    for config in configs:
+        os.makedirs(config.mountpoint, mode=0o755, exist_ok=True)
         life, line = os.pipe()
         theirs = [fd for proc, end in started.values() for fd in (proc.pidfd, end)
                   if fd is not None]
         pid = os.fork()
         if pid == 0:
-            _child([*args, "--lifeline", str(life)], close=[line, *theirs])
+            _child(child, dataclasses.replace(config, lifeline=life), close=[line, *theirs])
         os.close(life)
-        started[mountpoint] = (Forked(pid), line)
+        started[config.mountpoint] = (Forked(pid), line)
     return started
 
 
-def _child(args: list[str], close: list[int]) -> NoReturn:
-    """The shard: what `python -m procfs ARGS` would run, then exit without returning into the
-    server's stack (its `finally` blocks and atexit handlers are the server's)."""
+def _child(child: Callable[[Config], int], config: Config, close: list[int]) -> NoReturn:
+    """The shard: `child(config)`, then exit without returning into the server's stack (its
+    `finally` blocks and atexit handlers are the server's)."""
     code = 1
     try:
         for fd in close:  # the lifelines of the other shards: theirs to see closed
@@ -106,13 +109,11 @@ def _child(args: list[str], close: list[int]) -> NoReturn:
         os.close(null)
         os.environ.pop("NOTIFY_SOCKET", None)  # systemd hears from the server only
         ctypes.CDLL(None).prctl(PR_SET_NAME, b"procfs-shard", 0, 0, 0)  # ps, top: not "python"
-        from procfs.cli import main
-
-        code = main(args)
+        code = child(config)
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else int(e.code is not None)
     except BaseException:
-        log.exception("shard %s", args)
+        log.exception("shard %s", config.mountpoint)
     finally:
         sys.stdout.flush()
         sys.stderr.flush()

@@ -13,44 +13,22 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from procfs.attach.state import default_path
-from procfs.errors import ProcfsError
+from procfs.config import state_dir
 from procfs.sources.hostproc import HostProc
+from procfs.sources.identity import ProcessIdentity
+from procfs.util.atomic import read_json, write_json
 
 
-def state_dir() -> str:
-    """The directory of the attachment state file (/run/procfs; $PROCFS_STATE moves both)."""
-    return os.path.dirname(os.path.abspath(default_path()))
-
-
-def write_json(path: str, data: Any) -> None:
-    """Replace `path` atomically: readers see the old or the new file, never a torn one."""
-    directory = os.path.dirname(path)
-    os.makedirs(directory, mode=0o755, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1, sort_keys=True)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def read_json(path: str) -> Any:
-    """The file's JSON, or None when it is missing or garbled."""
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
+def mount_key(mountpoint: str, real: bool = False) -> str:
+    """A short name for a mountpoint, for the files about its server (record, control socket,
+    shards' directory). `real`: `mountpoint` is already resolved; the server itself must not
+    resolve it once mounted (a lookup on its own mount from its only thread hangs)."""
+    path = mountpoint if real else os.path.realpath(mountpoint)
+    return hashlib.sha256(path.encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -65,11 +43,8 @@ class ServerRecord:
 
     @staticmethod
     def path_for(mountpoint: str, real: bool = False) -> str:
-        """The record's file. `real`: `mountpoint` is already resolved; the server itself must
-        not resolve it once mounted (a lookup on its own mount from its only thread hangs)."""
-        path = mountpoint if real else os.path.realpath(mountpoint)
-        key = hashlib.sha1(path.encode()).hexdigest()[:16]
-        return os.path.join(state_dir(), "servers", f"{key}.json")
+        """The record's file (see `mount_key` for `real`)."""
+        return os.path.join(state_dir(), "servers", f"{mount_key(mountpoint, real)}.json")
 
     @classmethod
     def mine(cls, mountpoint: str, host: HostProc | None = None) -> ServerRecord:
@@ -85,7 +60,7 @@ class ServerRecord:
                        int(data.get("generation", 0)), dict(data.get("reload") or {}),
                        [str(m) for m in data.get("shards") or []],
                        str(data.get("shard_of") or ""))
-        except (TypeError, KeyError, ValueError):
+        except (TypeError, KeyError, ValueError, AttributeError):
             return None
 
     @classmethod
@@ -104,10 +79,7 @@ class ServerRecord:
 
     def alive(self, host: HostProc | None = None) -> bool:
         """Whether the recorded process still runs (the same one: its start time matches)."""
-        try:
-            return (host or HostProc()).stat(self.pid).start_ticks == self.start
-        except (ProcfsError, OSError):
-            return False
+        return ProcessIdentity(self.pid, self.start).alive(host)
 
     def save(self) -> None:
         write_json(self.path_for(self.mountpoint, real=True), asdict(self))

@@ -26,7 +26,6 @@ import sys
 import time
 import types
 from dataclasses import dataclass
-from typing import Any
 
 from procfs.fuse.ops import ProcFS
 from procfs.server.services import Services
@@ -111,15 +110,10 @@ def _toposort(names: list[str], deps: dict[str, set[str]]) -> list[str]:
 def _rebuild(services: Services) -> None:
     """Replace the code-only parts of `services` with instances of the reloaded classes."""
     hostproc = importlib.import_module("procfs.sources.hostproc")
-    views = importlib.import_module("procfs.files.host")
-    cgroup_cpu = importlib.import_module("procfs.sources.cpuset")
     cfg = services.config
-    # The enum class was re-made: the new code compares with its own members (`is`).
-    cfg.cpu_view = cgroup_cpu.CpuViewMode(cfg.cpu_view.value)
     host = hostproc.HostProc(cfg.proc_root, cfg.sys_root)
     services.host = host
     services.resolver.host = host
-    services.views = views.Views(host, cfg.cpu_view, clock=services.clock)
 
 
 def reload_code(ops: ProcFS, services: Services) -> ReloadResult:
@@ -128,22 +122,19 @@ def reload_code(ops: ProcFS, services: Services) -> ReloadResult:
     importlib.invalidate_caches()
     names = reloadable()
     saved = {name: dict(sys.modules[name].__dict__) for name in names}
-    kept: dict[str, Any] = {"host": services.host, "views": services.views,
-                            "cpu_view": services.config.cpu_view}
+    kept_host = services.host
     try:
         for name in names:
             importlib.reload(sys.modules[name])
         _rebuild(services)
-        registry = importlib.import_module("procfs.files.table")
-        tree = ops.build_tree(registry.all_nodes(services))
+        table = importlib.import_module("procfs.files.table")
+        tree = ops.build_tree(table.all_nodes(services))
     except Exception as e:
         for name, namespace in saved.items():
             mod = sys.modules[name]
             mod.__dict__.clear()
             mod.__dict__.update(namespace)
-        services.host = services.resolver.host = kept["host"]
-        services.views = kept["views"]
-        services.config.cpu_view = kept["cpu_view"]
+        services.host = services.resolver.host = kept_host
         log.exception("reload failed; the old code goes on serving")
         raise ReloadError(f"{type(e).__name__}: {e}") from e
     ops.install(tree)

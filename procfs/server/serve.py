@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import errno
+import json
 import logging
-import os
 import resource
 import signal
-import socket
-import subprocess
 import sys
 import time
 
@@ -18,98 +14,20 @@ import pyfuse3
 import trio
 
 from procfs.attach.reattach import repair_attached
+from procfs.config import Config
 from procfs.files.table import all_nodes
 from procfs.fuse.ops import ProcFS
 from procfs.server.fusectl import tune_connection
+from procfs.server.mount import check_mountpoint, mount_options
+from procfs.server.notify import sd_notify
 from procfs.server.prefork import Forked, fork_shards
 from procfs.server.record import ServerRecord
 from procfs.server.reload import ReloadError, reload_code
-from procfs.server.services import Config, Services
+from procfs.server.services import Services
 from procfs.server.shards import shard_mountpoints, shard_root
 from procfs.server.supervise import Shard, start_shards, watch_lifeline
 
 log = logging.getLogger(__name__)
-
-
-class UsageError(Exception):
-    """A one-line refusal for the command line."""
-
-
-def mount_type(path: str) -> str | None:
-    """The filesystem type of the mount at `path` (the topmost), or None when none is there.
-    Read from mountinfo: unlike stat, it neither fails nor hangs on a dead FUSE mount."""
-    target = os.path.realpath(path)
-    found = None
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            left, _, right = line.partition(" - ")
-            fields = left.split()
-            if len(fields) > 4 and fields[4].encode().decode("unicode_escape") == target:
-                found = right.split()[0] if right else "?"
-    return found
-
-
-def detach(path: str) -> None:
-    """Lazily unmount `path` (MNT_DETACH): processes that still use it keep it, nobody new."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.umount2(os.fsencode(path), 2) != 0:  # MNT_DETACH
-        err = ctypes.get_errno()
-        done = subprocess.run(["fusermount3", "-u", "-z", path], capture_output=True, check=False)
-        if done.returncode != 0:
-            raise OSError(err, f"cannot unmount {path}: {os.strerror(err)}")
-
-
-def take_over_dead_mount(path: str) -> bool:
-    """If `path` is a procfs mount whose server died, unmount it and say True. Refuses a mount
-    whose server still runs; leaves every other kind of mount alone (check_mountpoint refuses)."""
-    kind = mount_type(path)
-    if kind is None or not kind.startswith("fuse") or "procfs" not in kind:
-        return False
-    record = ServerRecord.of(path)
-    if record is not None and record.alive():
-        raise UsageError(f"mountpoint {path} is served by pid {record.pid}")
-    try:
-        # A live server answers; a dead connection says ENOTCONN. statfs, not stat: the kernel
-        # answers stat from its attribute cache for a while after the server died.
-        os.statvfs(path)
-    except OSError as e:
-        if e.errno != errno.ENOTCONN:
-            raise
-        log.warning("%s: its server died; taking it over", path)
-        detach(path)
-        return True
-    raise UsageError(f"mountpoint {path} is served by another process")
-
-
-def check_mountpoint(path: str) -> None:
-    take_over_dead_mount(path)
-    if not os.path.exists(path):
-        raise UsageError(f"mountpoint {path} does not exist")
-    if not os.path.isdir(path):
-        raise UsageError(f"mountpoint {path} is not a directory")
-    if mount_type(path) is not None:
-        raise UsageError(f"mountpoint {path} is already a mount")
-    if os.listdir(path):
-        raise UsageError(f"mountpoint {path} is not empty")
-
-
-def mount_options(config: Config) -> set[str]:
-    options = set(pyfuse3.default_options)  # default_permissions: the kernel checks modes
-    options |= {"fsname=procfs", "subtype=procfs", "allow_other"}
-    if config.fuse_debug:
-        options.add("debug")
-    return options
-
-
-def sd_notify(message: str) -> None:
-    """Tell systemd (Type=notify) how we are; a no-op outside systemd."""
-    address = os.environ.get("NOTIFY_SOCKET")
-    if not address:
-        return
-    if address.startswith("@"):
-        address = "\0" + address[1:]
-    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
-        s.sendto(message.encode(), address)
 
 
 def reload_server(ops: ProcFS, services: Services, record: ServerRecord) -> bool:
@@ -146,28 +64,10 @@ async def _watch_signals(cancel: trio.CancelScope, ops: ProcFS, services: Servic
             return
 
 
-def shard_argv(config: Config, mountpoint: str) -> list[str]:
-    """The command that runs one shard of the server `config` describes (an exec: a restart)."""
-    return [sys.executable, "-m", "procfs", *shard_args(config, mountpoint)]
-
-
-def shard_args(config: Config, mountpoint: str) -> list[str]:
-    """`procfs serve` for one shard of the server `config` describes: the same options (each
-    one of cli.serve_config's; test_shards checks that they all come back), but no dev/kmsg.
-    The server lends its own to the shards' containers (procfs.attach.attach): all rings live in one
-    process, and a shard, where no request waits, runs one pyfuse3 worker task."""
-    c = config
-    argv = [*["-v"] * c.verbose, "serve", mountpoint,
-            "--shard-of", os.path.realpath(c.mountpoint), "--proc-root", c.proc_root,
-            "--sys-root", c.sys_root, "--cpu-view", c.cpu_view.value,
-            "--cache-ttl", repr(c.cache_ttl), "--max-background", str(c.max_background),
-            "--control-dir", c.control_dir, "--kmsg-ring-size", str(c.kmsg.ring_bytes),
-            "--kmsg-host-log", c.kmsg.host_log or "", "--no-kmsg", "--workers", "1"]
-    if c.cgroup_root:
-        argv += ["--cgroup-root", c.cgroup_root]
-    if c.fuse_debug:
-        argv.append("--fuse-debug")
-    return argv
+def shard_argv(config: Config) -> list[str]:
+    """The command that starts a shard again by exec (procfs.server.shard), with `config`, the
+    shard's own (`Config.for_shard`)."""
+    return [sys.executable, "-m", "procfs.server.shard", json.dumps(config.to_json())]
 
 
 def raise_fd_limit() -> None:
@@ -185,14 +85,16 @@ def raise_fd_limit() -> None:
     log.debug("descriptor limit raised from %d to %d", soft, want)
 
 
-def run(config: Config) -> None:
+def run(config: Config) -> int:
     """`procfs serve`: check the mountpoint, fork the shards (procfs.server.prefork: before trio
-    runs, so that they share this process's pages), then serve."""
+    runs, so that they share this process's pages), then serve. A forked shard runs this too,
+    with its own Config; raises UsageError for a mountpoint it cannot take."""
     check_mountpoint(config.mountpoint)
     raise_fd_limit()  # before the resolver sizes its pidfd budget from it (shards inherit it)
     # A shard runs none of its own, whatever --workers says.
     mounts = [] if config.shard_of else shard_mountpoints(config.mountpoint, config.workers)
-    trio.run(serve, config, fork_shards([(shard_args(config, m), m) for m in mounts]))
+    trio.run(serve, config, fork_shards([config.for_shard(m) for m in mounts], run))
+    return 0
 
 
 async def serve(config: Config, forked: dict[str, tuple[Forked, int]]) -> None:
@@ -206,7 +108,7 @@ async def serve(config: Config, forked: dict[str, tuple[Forked, int]]) -> None:
     record.shards = list(forked)
     # Where shards of this mount live, ours now or a previous run's (adopted when orphaned).
     orphans_under = "" if config.shard_of else shard_root(config.mountpoint)
-    shards = [Shard(shard_argv(config, m), m, forked=f) for m, f in forked.items()]
+    shards = [Shard(shard_argv(config.for_shard(m)), m, forked=f) for m, f in forked.items()]
     try:
         async with trio.open_nursery() as nursery:
             for task in services.background:

@@ -24,10 +24,10 @@ restarted server does.
 
 from __future__ import annotations
 
-import hashlib
 import os
 
-from procfs.server.record import ServerRecord, state_dir
+from procfs.config import state_dir
+from procfs.server.record import ServerRecord, mount_key
 
 MAX_AUTO = 4  # `--workers auto`: one per CPU, at most this many (each forked shard ~10 MiB)
 GOLDEN = 0x9E3779B97F4A7C15  # Fibonacci hashing: namespace inodes come in strides (one per
@@ -49,8 +49,7 @@ def parse_workers(text: str) -> int:
 
 def shard_root(mountpoint: str) -> str:
     """The directory of the shards' mountpoints of the server of `mountpoint`."""
-    key = hashlib.sha1(os.path.realpath(mountpoint).encode()).hexdigest()[:16]
-    return os.path.join(os.path.realpath(state_dir()), "shards", key)
+    return os.path.join(os.path.realpath(state_dir()), "shards", mount_key(mountpoint))
 
 
 def shard_mountpoints(mountpoint: str, workers: int) -> list[str]:

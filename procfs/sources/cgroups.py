@@ -196,3 +196,14 @@ def ancestors(directory: str, top: str) -> tuple[str, ...]:
         out.append(d)
         d = os.path.dirname(d)
     return tuple(out)
+
+
+def own_dir(where: tuple[str, int, str] | None) -> tuple[str, int] | None:
+    """(directory, version) of a controller's cgroup, None when absent or the hierarchy's root
+    (the root's numbers are the whole host's, not a container's)."""
+    if where is None:
+        return None
+    directory, version, top = where
+    if os.path.normpath(directory) == os.path.normpath(top) or not os.path.isdir(directory):
+        return None
+    return directory, version

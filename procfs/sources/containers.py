@@ -26,6 +26,7 @@ from dataclasses import dataclass, replace
 from procfs.errors import ProcessGone, ProcfsError
 from procfs.sources.cgroups import CgroupDirs, CgroupLayout, parse_proc_cgroup
 from procfs.sources.hostproc import HostProc
+from procfs.sources.identity import ProcessIdentity
 
 log = logging.getLogger(__name__)
 
@@ -111,11 +112,8 @@ class Resolver:
     def _alive(self, entry: _Entry) -> bool:
         if entry.poller is not None:
             return not entry.poller.poll(0)  # a pidfd turns readable when its process exits
-        try:
-            c = entry.container
-            return self.host.stat(c.reaper).start_ticks == c.reaper_start
-        except ProcfsError:
-            return False
+        c = entry.container
+        return ProcessIdentity(c.reaper, c.reaper_start).alive(self.host)
 
     def _refresh_cgroups(self, ns: int, entry: _Entry) -> None:
         c = entry.container

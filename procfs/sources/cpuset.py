@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 import os
-from enum import Enum
 
 from overlays.cpuview import CpuView
+from procfs.config import CpuViewMode
 from procfs.sources.cgroups import CgroupDirs, ancestors
 from procfs.sources.text import parse_cpulist, read_optional
-
-
-class CpuViewMode(Enum):
-    QUOTA = "quota"  # cpuset, further capped by ceil(quota / period): what --cpus limits
-    CPUSET = "cpuset"  # the cpuset alone
 
 
 def read_cpuset(dirs: CgroupDirs, host_online: tuple[int, ...]) -> tuple[int, ...]:

@@ -1,8 +1,8 @@
 """Per-container load averages: the kernel's fixed-point decay, fed by a sampler.
 
-The arithmetic is `kernel/sched/loadavg.c`'s: every LOAD_FREQ (5 s) each average decays by
-EXP_n/FIXED_1 towards the number of active tasks (state R or D); missed periods are caught up
-with `calc_load_n`, as the kernel does after a tickless idle stretch.
+The arithmetic is `kernel/sched/loadavg.c`'s: every LOAD_FREQ (5 s, `Staleness.load_period`)
+each average decays by EXP_n/FIXED_1 towards the number of active tasks (state R or D); missed
+periods are caught up with `calc_load_n`, as the kernel does after a tickless idle stretch.
 
 The sampler samples only the containers whose /proc/loadavg was read in the last `keep` seconds,
 at most `maxsize` of them (least recently read dropped first): its cost follows the containers
@@ -28,14 +28,14 @@ from dataclasses import dataclass
 import trio
 
 from overlays.loadavg import FIXED_1, FSHIFT, LoadavgSnapshot
+from procfs.config import Staleness
 from procfs.errors import ProcfsError
 from procfs.sources.containers import Container
-from procfs.sources.cpu_time import TaskCount
+from procfs.sources.tasks import TaskCount
 
 log = logging.getLogger(__name__)
 
 EXP = (1884, 2014, 2037)  # FIXED_1 / exp(5 s / (1, 5, 15 min))
-LOAD_FREQ = 5.0  # seconds
 MAX_ACTIVE = 1 << 20  # tasks; keeps the fixed-point numbers in range whatever a reader says
 
 
@@ -88,12 +88,11 @@ class LoadTracker:
     """Load averages of the containers that read /proc/loadavg. Not thread-safe: used from the
     trio thread only (FUSE handlers and the sampler)."""
 
-    def __init__(self, count: Counter, *, sample_count: Counter | None = None,
-                 clock: Callable[[], float] = trio.current_time,
-                 period: float = LOAD_FREQ, keep: float = 300.0, maxsize: int = 1024) -> None:
-        self.count = count  # for a read: may reuse a recent count
-        # for the sampler: never a count a reader took of itself (see above); default `count`
-        self.sample_count = sample_count or count
+    def __init__(self, count: Counter, *, clock: Callable[[], float] = trio.current_time,
+                 period: float = Staleness.load_period, keep: float = 300.0,
+                 maxsize: int = 1024) -> None:
+        # The sampler's: counted afresh, never a count a reader took of itself (see above).
+        self.count = count
         self.clock = clock
         self.period = period
         self.keep = keep
@@ -106,12 +105,10 @@ class LoadTracker:
     def tracked(self) -> list[Container]:
         return [e.container for e in self._entries.values()]
 
-    def read(self, c: Container) -> LoadavgSnapshot:
-        """The container's /proc/loadavg; starts tracking it. Raises what `count` raises."""
+    def read(self, c: Container, counted: TaskCount) -> LoadavgSnapshot:
+        """The container's /proc/loadavg, with its tasks as a read counted them (its running and
+        total tasks, newest pid); starts tracking it."""
         now = self.clock()
-        counted = self.count(c)
-        if counted is None:
-            raise ProcfsError(f"container {c.key} has no cgroup of its own to count tasks in")
         entry = self._entries.get(c.key)
         if entry is None:
             entry = _Entry(c, None, now, now, 0)
@@ -137,7 +134,7 @@ class LoadTracker:
         if n <= 0 and entry.avenrun is not None:
             return
         try:
-            counted = self.sample_count(entry.container)
+            counted = self.count(entry.container)
         except ProcfsError as e:  # the container is gone, or its cgroup is
             log.debug("loadavg: dropping container %s: %s", key, e)
             del self._entries[key]

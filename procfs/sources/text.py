@@ -74,6 +74,18 @@ def parse_int(text: str | None) -> int | None:
     return None if value is None else max(value, 0)
 
 
+def parse_ints(text: str | None) -> tuple[int, ...]:
+    """Whitespace-separated counters (cpuacct.usage_percpu, cgroup.procs); garbage and negative
+    values read as 0."""
+    out = []
+    for word in (text or "").split():
+        try:
+            out.append(max(int(word), 0))
+        except ValueError:
+            out.append(0)
+    return tuple(out)
+
+
 def parse_limit(text: str | None) -> int | None:
     """A cgroup limit: None for 'max', garbage, -1 or v1's "unlimited" (PAGE_COUNTER_MAX)."""
     value = _first_int(text)

@@ -11,8 +11,10 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from procfs.attach.attach import FSTYPE, ExitCode, served_files
+from procfs.attach.attach import served_files
+from procfs.attach.errors import ExitCode
 from procfs.attach.state import StateFile
+from procfs.config import FSTYPE
 from procfs.server.shards import served_by
 from procfs.sources.mountinfo import parse_mountinfo
 from tests.integration.cli import free_total, procfs

@@ -10,7 +10,8 @@ from collections.abc import Iterator
 import pytest
 
 from procfs.attach.attach import served_files
-from procfs.attach.oci import DISABLE_ANNOTATION, docker_flags
+from procfs.attach.docker import docker_flags
+from procfs.attach.oci import DISABLE_ANNOTATION
 from procfs.attach.state import StateFile
 from procfs.server.shards import served_by
 from tests.support.sandbox import Server

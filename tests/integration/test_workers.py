@@ -4,6 +4,7 @@ when it dies, reloaded and stopped with its server, and gone when the server is 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import tempfile
@@ -14,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from procfs.attach.attach import ExitCode
-from procfs.attach.oci import docker_flags
+from procfs.attach.docker import docker_flags
+from procfs.attach.errors import ExitCode
 from procfs.attach.state import StateFile
 from procfs.fuse.ops import MANY_TASKS
 from procfs.server.control import request, socket_path
@@ -184,7 +185,8 @@ def test_containers_spread_over_two_processes(two_workers: Server, state_dir: Pa
         new_pid = ServerRecord.of(shard.mountpoint).pid  # type: ignore[union-attr]
         # A restart cannot fork a running trio: it is an exec of the shard's command line.
         argv = Path(f"/proc/{new_pid}/cmdline").read_bytes().split(b"\0")
-        assert argv[1:3] == [b"-m", b"procfs"] and shard.mountpoint.encode() in argv, argv
+        assert argv[1:3] == [b"-m", b"procfs.server.shard"], argv
+        assert json.loads(argv[3])["mountpoint"] == shard.mountpoint, argv
 
     # Stopping the server stops its shards: no mount, process or directory is left.
     srv.stop()

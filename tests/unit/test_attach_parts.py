@@ -9,8 +9,9 @@ import sys
 
 import pytest
 
-from procfs.attach.attach import ExitCode
-from procfs.attach.oci import RUNC_PROC_MOUNTS, BadState, HookState, docker_flags
+from procfs.attach.docker import RUNC_PROC_MOUNTS, docker_flags
+from procfs.attach.errors import ExitCode
+from procfs.attach.oci import BadState, HookState
 from procfs.attach.state import Attachment, StateError, StateFile
 from procfs.cli import parser
 from procfs.cli.attach import EPILOG

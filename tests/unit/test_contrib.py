@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from procfs.attach.oci import RUNC_PROC_MOUNTS, flag_files
+from procfs.attach.docker import RUNC_PROC_MOUNTS, flag_files
 
 CONTRIB = Path(__file__).resolve().parents[2] / "contrib"
 OCI_STAGES = {"prestart", "createRuntime", "createContainer", "startContainer", "poststart",

@@ -9,11 +9,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from procfs.sources import cpu_time
+from procfs.sources import cpu_time, tasks
 from procfs.sources import text as sysfiles
 from procfs.sources.cgroups import CgroupDirs, CgroupLayout, parse_proc_cgroup
-from procfs.sources.cpu_time import CpuUsage, count_tasks, read_cpu_usage, spread
+from procfs.sources.cpu_time import CpuUsage, read_cpu_usage, spread
 from procfs.sources.hostproc import HostProc
+from procfs.sources.tasks import count_tasks
 from tests.trees import HOST_PIDNS, FakeHost, v1_cgroup, v2_cgroup
 
 HZ = 100
@@ -140,11 +141,11 @@ def test_subdirectories_lists_only_directories_with_subdirectories(
 
     monkeypatch.setattr(cpu_time.os, "scandir", counting)
     # a link count above 2 (or btrfs's 1): listed, files left out
-    assert cpu_time.subdirectories(str(tmp_path / "a")) == [str(tmp_path / "a" / "b")]
+    assert tasks.subdirectories(str(tmp_path / "a")) == [str(tmp_path / "a" / "b")]
     # 2 links, no subdirectory (the leaf cgroup): a stat, no listing of its files
-    assert cpu_time.subdirectories(str(tmp_path / "leaf")) == []
+    assert tasks.subdirectories(str(tmp_path / "leaf")) == []
     assert listed == [str(tmp_path / "a")]
-    assert cpu_time.subdirectories(str(tmp_path / "gone")) == []
+    assert tasks.subdirectories(str(tmp_path / "gone")) == []
 
 
 def test_count_tasks_walks_sub_cgroups_on_v1_and_v2(tmp_path: Path) -> None:

@@ -12,10 +12,10 @@ from pathlib import Path
 import pyfuse3
 import pytest
 
+from procfs.config import Config, KmsgConfig
 from procfs.files.table import all_nodes
 from procfs.fuse.ops import MANY_TASKS, ProcFS, worker_tasks
-from procfs.kmsg.service import KmsgConfig
-from procfs.server.services import Config, Services
+from procfs.server.services import Services
 from tests.trees import HOST_PIDNS, MEMINFO, FakeHost, v2_cgroup
 
 MIB = 1 << 20
@@ -39,7 +39,8 @@ def world(tmp_path: Path) -> tuple[FakeHost, Path, ProcFS]:
     host.add_process(1, ppid=0, pidns=HOST_PIDNS, nspid=(1,))
     host.add_process(50, ppid=1, pidns=NS, nspid=(50, 1), cgroup="0::/box\n")
     host.add_process(51, ppid=50, pidns=NS, nspid=(51, 2), cgroup="0::/box\n")
-    config = Config(proc_root=str(host.proc), sys_root=str(host.sys), cgroup_root=str(cg))
+    config = Config(cache_ttl=0, proc_root=str(host.proc), sys_root=str(host.sys),
+                    cgroup_root=str(cg))
     services = Services.build(config)
     ops = ProcFS(all_nodes(services), services.resolver)
     return host, cg, ops
@@ -145,7 +146,7 @@ def test_one_worker_task_unless_a_file_waits(tmp_path: Path) -> None:
     (tmp_path / "cgroup").mkdir()
 
     def server(**kmsg: bool) -> tuple[Services, ProcFS]:
-        config = Config(proc_root=str(host.proc), sys_root=str(host.sys),
+        config = Config(cache_ttl=0, proc_root=str(host.proc), sys_root=str(host.sys),
                         cgroup_root=str(tmp_path / "cgroup"), kmsg=KmsgConfig(host_log="", **kmsg))
         services = Services.build(config)
         return services, ProcFS(all_nodes(services), services.resolver)

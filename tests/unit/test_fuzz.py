@@ -13,10 +13,12 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from overlays import cpuinfo, cpulist, diskstats, meminfo, pressure, slabinfo, swaps
+from overlays import cpuinfo, cpulist, diskstats, meminfo, pressure, slabinfo, stat, swaps
 from overlays.cpuview import CpuView
 from procfs.errors import ProcfsError
-from procfs.files.host import Views
+from procfs.files.cpu import CpuFiles
+from procfs.files.host import HostFiles
+from procfs.files.memory import MemoryFiles
 from procfs.sources import cgroups as cgroup_layout
 from procfs.sources import hostproc
 from procfs.sources import io as cgroup_io
@@ -85,6 +87,25 @@ def test_text_parsers_never_raise(text: str) -> None:
 
 
 @FUZZ
+@given(st.lists(st.tuples(st.sampled_from(["cpu", "cpu0", "cpu7", "cpu²", "cpu١", "cpux", "cpu"
+                                           + "9" * 30, "intr", "ctxt"]),
+                          st.lists(NUMBER, max_size=12)), max_size=10))
+def test_host_cpu_lines(lines: list[tuple[str, list[str]]]) -> None:
+    """The host's /proc/stat cpu lines: garbled columns read as 0, names that are not a CPU
+    number are no cpu line; ten non-negative columns each."""
+    text = "\n".join(f"{name} {' '.join(cols)}" for name, cols in lines)
+    parsed = stat.host_cpu_lines(text)
+    assert set(parsed) <= {0, 7}
+    assert all(len(t.columns()) == stat.COLUMNS and min(t.columns()) >= 0
+               for t in parsed.values())
+
+
+def test_host_cpu_lines_with_digits_of_other_scripts() -> None:
+    # str.isdigit() is true for "²" and "١" while int() refuses them: garbage, read as 0
+    assert stat.host_cpu_lines("cpu0 1 \u00b2 3\ncpu\u00b2 4\n") == {0: stat.CpuTimes(1, 0, 3)}
+
+
+@FUZZ
 @given(st.lists(NUMBER, min_size=0, max_size=60), st.text(max_size=40))
 def test_pid_stat_with_garbled_fields(fields: list[str], name: str) -> None:
     text = f"123 ({name}) " + " ".join(fields)
@@ -115,8 +136,8 @@ def test_meminfo_render(host_text: str, limit: int | None, usage: int, swap_limi
     mem = meminfo.MemoryStats(limit, usage, swap_limit, swap_usage, stat)
     out = meminfo.render(meminfo.MeminfoSnapshot(host, mem))
     values = meminfo.container_values(host, mem)
-    assert values["MemAvailable"] <= values["MemTotal"] or values["MemTotal"] < 0
-    assert not NEGATIVE.search(out) or values["MemTotal"] < 0
+    assert 0 <= values["MemAvailable"] <= values["MemTotal"]
+    assert not NEGATIVE.search(out)
     swaps.render(swaps.SwapsSnapshot("", values["SwapTotal"],
                                      values["SwapTotal"] - values["SwapFree"]))
 
@@ -228,11 +249,12 @@ def test_resolve_on_garbled_proc(caller: dict[str, str | None],
                 os.symlink(files["ns"], d / "ns/pid")
         hp = HostProc(str(host.proc), str(host.sys))
         resolver = Resolver(hp, CgroupLayout.from_directory(tmp), clock=lambda: 0.0)
-        views = Views(hp)
+        files = HostFiles(hp)
+        memory, cpu = MemoryFiles(files), CpuFiles(files)
         try:
             c = only_procfs_errors(lambda: resolver.resolve(77))
             if c is not None:
-                for render in (views.meminfo, views.cpuinfo, views.cpulist, views.swaps):
+                for render in (memory.meminfo, cpu.cpuinfo, cpu.cpulist, memory.swaps):
                     only_procfs_errors(lambda r=render: r(c))  # type: ignore[misc]
         finally:
             resolver.close()
@@ -258,10 +280,11 @@ def test_host_views_on_garbled_host_files(texts: list[str]) -> None:
         try:
             c = resolver.resolve(50)
             assert c is not None
-            views = Views(hp)
-            assert views.meminfo(c).endswith(b"\n")
-            views.cpuinfo(c)
-            assert views.cpulist(c).startswith(b"0")
-            views.swaps(c)
+            files = HostFiles(hp)
+            memory, cpu = MemoryFiles(files), CpuFiles(files)
+            assert memory.meminfo(c).endswith(b"\n")
+            cpu.cpuinfo(c)
+            assert cpu.cpulist(c).startswith(b"0")
+            memory.swaps(c)
         finally:
             resolver.close()

@@ -58,8 +58,9 @@ def test_zero_counters() -> None:
 @given(st.text())
 def test_parse_host_never_raises(text: str) -> None:
     disks, columns = diskstats.parse_host(text)
-    assert columns >= 0
-    assert all(d.major >= 0 and d.minor >= 0 for d in disks)
+    # the counters per line of the host's disks, or the full count when it lists none
+    assert columns >= 1 and (disks or columns == diskstats.MAX_COLUMNS)
+    assert all(d.major >= 0 and d.minor >= 0 and d.name for d in disks)
 
 
 PSI = (

@@ -10,11 +10,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from overlays.diskstats import DiskCounters
+from procfs.config import Config, Staleness
 from procfs.errors import CgroupGone, Malformed
-from procfs.files.host import HOST_TTL, Views
-from procfs.files.io import IoViews, io_nodes
+from procfs.files.host import HostFiles
+from procfs.files.io import IoFiles
+from procfs.files.table import all_nodes
 from procfs.fuse.nodes import Caller, OverlayNode
-from procfs.server.services import Config, Services
+from procfs.server.services import Services
 from procfs.sources import io as cgroup_io
 from procfs.sources.cgroups import CgroupDirs, CgroupLayout, CgroupPaths
 from procfs.sources.containers import Container
@@ -179,12 +181,12 @@ def test_v1_scheduler_files_win_over_throttle() -> None:
                              discard_bytes=1024)}
 
 
-# Views
+# The files
 
 
 def test_diskstats_v2_named_and_ordered_as_the_host(tmp_path: Path, host: HostProc) -> None:
     layout, _ = v2_tree(tmp_path)
-    out = IoViews(host).diskstats(container(layout, v2="/kubepods/pod1")).decode()
+    out = IoFiles(host).diskstats(container(layout, v2="/kubepods/pod1")).decode()
     assert out == (
         "   8       0 sda 1 0 8 0 0 0 0 0 0 0 0 0 0 0 0 0 0\n"
         " 254       0 vda 10 0 2048 0 128 0 131072 0 0 0 0 1 0 8 0 0 0\n"
@@ -196,14 +198,14 @@ def test_diskstats_v2_named_and_ordered_as_the_host(tmp_path: Path, host: HostPr
 def test_diskstats_columns_follow_the_host(tmp_path: Path, host: HostProc) -> None:
     layout, _ = v2_tree(tmp_path)
     write(Path(host.proc_root) / "diskstats", " 254       0 vda 1 2 3 4 5 6 7 8 9 10 11\n")
-    out = IoViews(host).diskstats(container(layout, v2="/kubepods/pod1")).decode()
+    out = IoFiles(host).diskstats(container(layout, v2="/kubepods/pod1")).decode()
     assert out.splitlines()[0] == " 254       0 vda 10 0 2048 0 128 0 131072 0 0 0 0"
 
 
 def test_diskstats_v1(tmp_path: Path, host: HostProc) -> None:
     layout, _, _ = v1_tree(tmp_path)
     write(Path(host.proc_root) / "diskstats", HOST_DISKSTATS + "   8      16 sdb 0 0 0 0\n")
-    out = IoViews(host).diskstats(container(layout, {"blkio": "/ctr"}, "/ctr")).decode()
+    out = IoFiles(host).diskstats(container(layout, {"blkio": "/ctr"}, "/ctr")).decode()
     assert out == (
         " 254       0 vda 3 0 184 0 128 0 131072 0 0 0 0 0 0 0 0 0 0\n"
         "   8      16 sdb 2 1 16 7 1 3 8 8 0 12 15 0 0 0 0 0 0\n"
@@ -213,7 +215,7 @@ def test_diskstats_v1(tmp_path: Path, host: HostProc) -> None:
 def test_diskstats_without_a_cgroup_of_its_own_is_the_hosts(tmp_path: Path,
                                                            host: HostProc) -> None:
     layout, _, _ = v1_tree(tmp_path)
-    views = IoViews(host)
+    views = IoFiles(host)
     assert views.diskstats(container(layout, {"blkio": "/"}, "/")) == HOST_DISKSTATS.encode()
     assert views.diskstats(container(layout, {}, None)) == HOST_DISKSTATS.encode()
 
@@ -221,7 +223,7 @@ def test_diskstats_without_a_cgroup_of_its_own_is_the_hosts(tmp_path: Path,
 def test_pressure_v2_own_files(tmp_path: Path, host: HostProc) -> None:
     layout, ctr = v2_tree(tmp_path)
     c = container(layout, v2="/kubepods/pod1")
-    views = IoViews(host)
+    views = IoFiles(host)
     assert views.pressure("memory")(c) == (ctr / "memory.pressure").read_bytes()
     assert views.pressure("cpu")(c) == (ctr / "cpu.pressure").read_bytes()
     with pytest.raises(Malformed):
@@ -230,7 +232,7 @@ def test_pressure_v2_own_files(tmp_path: Path, host: HostProc) -> None:
 
 def test_pressure_falls_back_to_the_host(tmp_path: Path, host: HostProc) -> None:
     layout, _ = v2_tree(tmp_path)
-    views = IoViews(host)
+    views = IoFiles(host)
     # The v2 root, a cgroup with PSI switched off (no files), no v2 path at all.
     for c in (container(layout, v2="/"), container(layout, v2="/kubepods"),
               container(layout, v2=None)):
@@ -243,13 +245,13 @@ def test_pressure_on_a_hybrid_host(tmp_path: Path, host: HostProc) -> None:
           "full avg10=0.90 avg60=0.16 avg300=0.03 total=185110\n"
     write(tmp_path / "cgroup" / "unified" / "ctr" / "memory.pressure", own)
     c = container(layout, {"memory": "/ctr", "blkio": "/ctr"}, "/ctr")
-    assert IoViews(host).pressure("memory")(c) == own.encode()
+    assert IoFiles(host).pressure("memory")(c) == own.encode()
 
 
 async def test_garbled_pressure_is_answered_with_the_hosts_file(tmp_path: Path,
                                                                host: HostProc) -> None:
     layout, _ = v2_tree(tmp_path)
-    views = IoViews(host)
+    views = IoFiles(host)
     node = OverlayNode("proc/pressure/io", views.pressure("io"),
                        views.host.proc_file("pressure/io"))
     c = container(layout, v2="/kubepods/pod1")
@@ -259,7 +261,7 @@ async def test_garbled_pressure_is_answered_with_the_hosts_file(tmp_path: Path,
 
 def test_slabinfo(tmp_path: Path, host: HostProc) -> None:
     layout, _, mem = v1_tree(tmp_path)
-    views = IoViews(host)
+    views = IoFiles(host)
     c = container(layout, {"memory": "/ctr"}, "/ctr")
     assert views.slabinfo(c) == HOST_SLAB.encode()  # empty file: kernels >= 5.9
     own = "kmalloc-64 2048 2048 64 64 1 : tunables 0 0 0 : slabdata 32 32 0\n"
@@ -279,14 +281,16 @@ def services(tmp_path: Path, host: HostProc) -> Services:
 
 def test_nodes(tmp_path: Path, host: HostProc) -> None:
     s = services(tmp_path, host)
-    nodes = {n.path: n for n in io_nodes(s)}
+    io = ("proc/diskstats", "proc/slabinfo", "proc/pressure/")
+    nodes = {n.path: n for n in all_nodes(s) if n.path.startswith(io)}
     assert set(nodes) == {"proc/diskstats", "proc/slabinfo", "proc/pressure/cpu",
                           "proc/pressure/memory", "proc/pressure/io"}
     assert nodes["proc/slabinfo"].mode == 0o400  # as the kernel's: root only
     for p in Path(host.proc_root, "pressure").iterdir():
         p.unlink()
     Path(host.proc_root, "pressure").rmdir()  # a kernel without PSI: no pressure files
-    assert {n.path for n in io_nodes(s)} == {"proc/diskstats", "proc/slabinfo"}
+    assert {n.path for n in all_nodes(s) if n.path.startswith(io)} == {"proc/diskstats",
+                                                                     "proc/slabinfo"}
 
 
 def test_absent_v1_files_are_probed_once_per_ttl(tmp_path: Path, host: HostProc) -> None:
@@ -294,7 +298,7 @@ def test_absent_v1_files_are_probed_once_per_ttl(tmp_path: Path, host: HostProc)
     write(Path(host.proc_root) / "diskstats", HOST_DISKSTATS + "   8      16 sdb 0 0 0 0\n")
     clock = ManualClock(100.0)
     absent = cgroup_io.AbsentFiles(ttl=10.0, clock=clock)
-    views = IoViews(host, absent=absent)
+    views = IoFiles(host, absent=absent)
     a = container(layout, {"blkio": "/ctr"}, "/ctr")
     first = views.diskstats(a)
     # The kernel "gains" CFQ's file (a scheduler loaded): unseen until the ttl has passed.
@@ -313,7 +317,7 @@ def test_a_vanished_cgroup_says_nothing_about_the_kernels_files(tmp_path: Path,
     absent = cgroup_io.AbsentFiles(ttl=10.0, clock=ManualClock(100.0))
     gone = container(layout, {"blkio": "/gone"}, "/gone")
     assert absent.read(str(blk.parent / "gone"), "blkio.bfq.io_serviced_recursive") is None
-    views = IoViews(host, absent=absent)
+    views = IoFiles(host, absent=absent)
     with pytest.raises(CgroupGone):
         views.diskstats(gone)
     # the BFQ file was never marked absent: a live container still gets its counters
@@ -324,11 +328,11 @@ def test_host_diskstats_and_stat_are_read_once_per_host_ttl(tmp_path: Path,
                                                             host: HostProc) -> None:
     layout, _, _ = v1_tree(tmp_path)
     clock = ManualClock(100.0)
-    views = Views(host, clock=clock)
-    io = IoViews(host, views.recent_text)
+    views = HostFiles(host, clock=clock)
+    io = IoFiles(host, views.recent_text)
     a = container(layout, {"blkio": "/ctr"}, "/ctr")
     first = io.diskstats(a)
     write(Path(host.proc_root) / "diskstats", HOST_DISKSTATS.replace("vda", "vdz"))
     assert io.diskstats(a) == first  # many containers at once: one reading of the host's
-    clock.now += HOST_TTL
+    clock.now += Staleness().host_files
     assert b" vdz " in io.diskstats(a)

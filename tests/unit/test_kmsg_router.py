@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
 import trio
 
 from procfs.kmsg.record import HostRecord
@@ -124,10 +125,16 @@ async def test_follow_reads_records_from_a_pipe(tmp_path: Path) -> None:
     assert out[0][1].startswith(b"oom-kill:constraint=CONSTRAINT_MEMCG")
 
 
-async def test_follow_without_a_host_log_starts_and_ends(tmp_path: Path) -> None:
-    router, _ = make_router(FakeProc(tmp_path), [])
-    async with trio.open_nursery() as n:
-        await n.start(follow_host_log, str(tmp_path / "missing"), router)
+async def test_follow_without_a_host_log_starts_and_ends(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A host log that cannot be read: the task says it started (the server goes on), logs why,
+    and ends by itself instead of waiting forever."""
+    router, out = make_router(FakeProc(tmp_path), [])
+    with trio.fail_after(5):
+        async with trio.open_nursery() as n:
+            await n.start(follow_host_log, str(tmp_path / "missing"), router)
+    assert out == []
+    assert "no host lines will be routed" in caplog.text
 
 
 def test_pr_cont_pieces_split_by_another_cpu_are_joined(tmp_path: Path) -> None:

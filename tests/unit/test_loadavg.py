@@ -10,13 +10,13 @@ import trio
 import trio.testing
 
 from overlays.loadavg import FIXED_1, LoadavgSnapshot, format_load, render
-from procfs.files.host import Views
-from procfs.files.time import TimeViews
+from procfs.files.host import HostFiles
+from procfs.files.time import TimeFiles, load_counter
 from procfs.sources.cgroups import CgroupLayout
 from procfs.sources.containers import Container, Resolver
-from procfs.sources.cpu_time import TaskCount
 from procfs.sources.hostproc import HostProc
 from procfs.sources.loadavg import EXP, LoadTracker, calc_load, calc_load_n, decay, fixed_power_int
+from procfs.sources.tasks import TaskCount
 from tests.trees import HOST_PIDNS, FakeHost, ManualClock, v1_cgroup, v2_cgroup
 
 # Produced by compiling the kernel's calc_load()/fixed_power_int() (kernel/sched/loadavg.c,
@@ -83,7 +83,7 @@ def test_render_fields() -> None:
 NS_A = 4026532001
 
 
-def world(tmp_path: Path, version: int) -> tuple[FakeHost, Path, Container, TimeViews]:
+def world(tmp_path: Path, version: int) -> tuple[FakeHost, Path, Container, TimeFiles]:
     """A container (init 200, tasks 201-203) whose cgroup lists its threads (v1 `tasks` in
     the cpuacct hierarchy, v2 `cgroup.threads`), a nested sub-cgroup holding 203."""
     host = FakeHost(tmp_path / "h", ncpus=2)
@@ -103,9 +103,16 @@ def world(tmp_path: Path, version: int) -> tuple[FakeHost, Path, Container, Time
     layout = CgroupLayout.from_directory(str(cg))
     c = Resolver(hp, layout).resolve(201)
     assert c is not None
-    times = TimeViews(hp, Views(hp), boottime=lambda: 100.0, realtime=lambda: 1e9, hz=100,
+    times = TimeFiles(hp, HostFiles(hp), boottime=lambda: 100.0, realtime=lambda: 1e9, hz=100,
                       tracker=None)
     return host, cg, c, times
+
+
+def read(tracker: LoadTracker, times: TimeFiles, c: Container) -> LoadavgSnapshot:
+    """A read of /proc/loadavg as the file does it: the tasks counted, then the averages."""
+    counted = times.count_tasks(c)
+    assert counted is not None
+    return tracker.read(c, counted)
 
 
 def set_states(host: FakeHost, states: dict[int, str]) -> None:
@@ -133,17 +140,17 @@ async def test_sampler_follows_the_kernel_sequence(
         tmp_path: Path, version: int, mock_clock: trio.testing.MockClock) -> None:
     mock_clock.autojump_threshold = 0
     host, _, c, times = world(tmp_path, version)
-    tracker = LoadTracker(times.count_tasks, clock=trio.current_time)
+    tracker = LoadTracker(load_counter(times.host), clock=trio.current_time)
     async with trio.open_nursery() as nursery:
         await nursery.start(tracker.run)  # ticks at 5, 10, 15, ...
         t0 = trio.current_time()
-        assert render(tracker.read(c)).startswith(b"0.00 0.00 0.00 0/4 4")
+        assert render(read(tracker, times, c)).startswith(b"0.00 0.00 0.00 0/4 4")
         await trio.sleep_until(t0 + 7.5)  # the tick at 5 seeded it with 0 active tasks
-        assert tracker.read(c).avenrun == (0, 0, 0)
+        assert read(tracker, times, c).avenrun == (0, 0, 0)
         for i, (active, (expected, text)) in enumerate(zip(SEQUENCE, KERNEL, strict=True)):
             set_active(host, tmp_path, version, active)
             await trio.sleep_until(t0 + 12.5 + 5 * i)
-            snap = tracker.read(c)
+            snap = read(tracker, times, c)
             assert snap.avenrun == expected, (i, active)
             assert render(snap).decode().startswith(text + " ")
         nursery.cancel_scope.cancel()
@@ -164,7 +171,7 @@ async def test_only_recently_read_containers_are_sampled(
         await nursery.start(tracker.run)
         await trio.sleep(30)
         assert counted == []  # nobody read: nothing sampled
-        tracker.read(c)
+        read(tracker, times, c)
         await trio.sleep(20)
         assert len(counted) > 1 and set(counted) == {c.key}
         await trio.sleep(70)  # not read for more than `keep`: dropped, no longer sampled
@@ -178,14 +185,14 @@ async def test_only_recently_read_containers_are_sampled(
 def test_tracker_memory_is_bounded_and_dead_containers_are_dropped(tmp_path: Path) -> None:
     _, cg, c, times = world(tmp_path, 1)
     now = [0.0]
-    tracker = LoadTracker(times.count_tasks, clock=lambda: now[0], maxsize=3)
+    tracker = LoadTracker(load_counter(times.host), clock=lambda: now[0], maxsize=3)
     others = [Container(NS_A + i, 200, 1000 + i, c.cgroups) for i in range(1, 6)]
     for x in [c, *others]:
-        tracker.read(x)
+        read(tracker, times, x)
     assert len(tracker) == 3
     assert [x.key for x in tracker.tracked()] == [x.key for x in others[-3:]]
     # the cgroup vanishes: the next sample finds nothing to count and forgets the container
-    tracker.read(c)
+    read(tracker, times, c)
     for d in sorted((cg / "cpu,cpuacct").rglob("*"), key=lambda p: len(p.parts), reverse=True):
         d.unlink() if d.is_file() else d.rmdir()
     now[0] = 6.0
@@ -198,30 +205,31 @@ def test_newest_pid_and_running_total(tmp_path: Path) -> None:
     host, _, c, times = world(tmp_path, 2)
     set_states(host, {201: "R", 202: "D", 203: "S"})
     now = [0.0]
-    tracker = LoadTracker(times.count_tasks, clock=lambda: now[0])
+    tracker = LoadTracker(load_counter(times.host), clock=lambda: now[0])
     # running counts R only (as the kernel's field 4); the newest pid is 203's pid 4 inside
-    assert render(tracker.read(c)) == b"0.00 0.00 0.00 1/4 4\n"
+    assert render(read(tracker, times, c)) == b"0.00 0.00 0.00 1/4 4\n"
     # a task that joined the cgroup from outside the namespace (as `unshare` does) counts as
     # one of its tasks but has no pid inside: the newest pid skips it
     host.add_process(900, ppid=1, pidns=HOST_PIDNS, nspid=(900,))
     (tmp_path / "cg/box/cgroup.threads").write_text("200\n201\n202\n900\n")
-    assert render(tracker.read(c)) == b"0.00 0.00 0.00 1/5 4\n"
+    assert render(read(tracker, times, c)) == b"0.00 0.00 0.00 1/5 4\n"
     # the newest task exits: the newest pid does not go back; a vanished tid is not counted
     host.remove_process(203)
-    assert render(tracker.read(c)) == b"0.00 0.00 0.00 1/4 4\n"
+    assert render(read(tracker, times, c)) == b"0.00 0.00 0.00 1/4 4\n"
 
 
 def test_server_wiring_samples_the_tracker_the_file_reads() -> None:
     """The node's tracker is the one kept for the server (and sampled by its task), even while
     it tracks nothing yet (an empty tracker is falsy: len() 0)."""
-    from procfs.files.table import time_nodes
-    from procfs.server.services import Config, Services
+    from procfs.config import Config
+    from procfs.files.table import all_nodes
+    from procfs.server.services import Services
 
     s = Services.build(Config(mountpoint="/nonexistent"))
-    time_nodes(s)
+    all_nodes(s)
     tracker = s.kept["loadavg"]
     assert tracker.run in s.background
-    node = next(n for n in time_nodes(s) if n.path == "proc/loadavg")
+    node = next(n for n in all_nodes(s) if n.path == "proc/loadavg")
     assert node.render.__self__.loads is tracker  # type: ignore[attr-defined]
 
 
@@ -230,13 +238,14 @@ def test_the_sampler_never_seeds_from_a_count_a_read_took(tmp_path: Path) -> Non
     running: the sampler counts afresh (an idle container would otherwise show load 1)."""
     host, _, c, times = world(tmp_path, 2)
     clock = ManualClock(100.0)
-    # as the server builds it: a kept tracker, given its counters by the views
-    t = TimeViews(times.host, times.views, boottime=lambda: 100.0, realtime=lambda: 1e9, hz=100,
-                  tracker=LoadTracker(lambda x: None, clock=clock), task_ttl=0.5, clock=clock)
+    # as the server builds it: the tracker counts with its own counter, reads with theirs
+    t = TimeFiles(times.host, times.files, boottime=lambda: 100.0, realtime=lambda: 1e9, hz=100,
+                  tracker=LoadTracker(load_counter(times.host), clock=clock), task_ttl=0.5,
+                  clock=clock)
     set_states(host, {201: "R"})  # the reader, running in its own read
-    assert t.loads.read(c).running == 1
+    assert t.loadavg(c).split()[3] == b"1/4"
     set_states(host, {201: "S"})  # asleep again
     clock.now += 0.1
-    assert t.loads.read(c).running == 1  # a read within 0.5 s: the count reused
+    assert t.loadavg(c).split()[3] == b"1/4"  # a read within 0.5 s: the count reused
     t.loads.sample(c.key)
-    assert t.loads.read(c).avenrun == (0, 0, 0)  # seeded from a fresh count: nothing active
+    assert t.loadavg(c).startswith(b"0.00 0.00 0.00 ")  # seeded from a fresh count: idle

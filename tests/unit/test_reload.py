@@ -7,10 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from procfs.config import Config
 from procfs.files.table import all_nodes
 from procfs.fuse.ops import ProcFS
 from procfs.server.reload import RELOADABLE, reload_code, reloadable
-from procfs.server.services import Config, Services
+from procfs.server.services import Services
 from tests.trees import FakeHost, write
 
 
@@ -18,7 +19,7 @@ def build(tmp_path: Path) -> tuple[ProcFS, Services]:
     host = FakeHost(tmp_path)
     cg = tmp_path / "cg"
     write(cg / "cgroup.controllers", "cpuset cpu memory\n")
-    services = Services.build(Config(proc_root=str(host.proc), sys_root=str(host.sys),
+    services = Services.build(Config(cache_ttl=0, proc_root=str(host.proc), sys_root=str(host.sys),
                                      cgroup_root=str(cg)))
     return ProcFS(all_nodes(services), services.resolver), services
 
@@ -37,8 +38,8 @@ def test_order_puts_dependencies_first() -> None:
     assert all(n.split('.')[0] == 'overlays' or n.startswith(RELOADABLE[1:]) for n in order)
     assert 'procfs.sources.containers' not in order and 'procfs.fuse.ops' not in order
     for dep, user in [("overlays.meminfo", "procfs.sources.memory"),
-                      ("procfs.sources.memory", "procfs.files.host"),
-                      ("procfs.files.host", "procfs.files.table"),
+                      ("procfs.sources.memory", "procfs.files.memory"),
+                      ("procfs.files.memory", "procfs.files.table"),
                       ("procfs.sources.text", "procfs.sources.hostproc")]:
         assert order.index(dep) < order.index(user)
 
@@ -52,20 +53,24 @@ def reload_keeps_inodes_and_state(tmp_path: Path) -> None:
     try:
         before = {node.path: inode for inode, node in ops.files.items()}
         tracker = services.kept["loadavg"]
-        old_views, old_meminfo = services.views, sys.modules["overlays.meminfo"].render
+        old_meminfo = sys.modules["overlays.meminfo"].render
+
+        def loadavg_files() -> object:
+            node = next(n for n in ops.files.values() if n.path == "proc/loadavg")
+            return node.render.__self__  # type: ignore[attr-defined]
+
+        old_files = loadavg_files()
         result = reload_code(ops, services)
         after = {node.path: inode for inode, node in ops.files.items()}
         assert after == before and result.files == len(before)
         assert services.kept["loadavg"] is tracker
-        # the kept history counts tasks with the new code's views (cached for 0.5 s)
-        counter = getattr(tracker.count, "__self__", None)
-        assert counter is not None and type(counter) is sys.modules["procfs.files.time"].TimeViews
-        assert counter.views is services.views and counter._states is not None
+        # the new tree renders with the new code's classes, and reads the kept history
+        new_files = loadavg_files()
+        assert new_files is not old_files
+        assert type(new_files) is sys.modules["procfs.files.time"].TimeFiles
+        assert new_files.loads is tracker  # type: ignore[attr-defined]
         assert sum(task == tracker.run for task in services.background) == 1  # one sampler
-        assert services.views is not old_views
         assert sys.modules["overlays.meminfo"].render is not old_meminfo  # new code
         assert "overlays.meminfo" in result.modules
-        cpu_view_mode = sys.modules["procfs.sources.cpuset"].CpuViewMode
-        assert services.views.cpu_mode is cpu_view_mode.QUOTA  # the new enum's member
     finally:
         services.close()

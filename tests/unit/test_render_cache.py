@@ -9,10 +9,11 @@ from pathlib import Path
 import pyfuse3
 import pytest
 
+from procfs.config import Config
 from procfs.files.table import all_nodes
 from procfs.fuse.ops import ProcFS
 from procfs.fuse.rendercache import RenderCache
-from procfs.server.services import Config, Services
+from procfs.server.services import Services
 from tests.trees import HOST_PIDNS, FakeHost, ManualClock, v2_cgroup
 from tests.unit.test_fs_ops import Ctx, cat, inode_of
 
@@ -32,7 +33,8 @@ def cached(tmp_path: Path) -> tuple[Path, ProcFS, ManualClock]:
     clock = ManualClock(100.0)
     services = Services.build(Config(proc_root=str(host.proc), sys_root=str(host.sys),
                                      cgroup_root=str(cg)), clock=clock)
-    ops = ProcFS(all_nodes(services), services.resolver, RenderCache(0.01, clock=clock))
+    assert services.render_cache is not None and services.render_cache.ttl == 0.01
+    ops = ProcFS(all_nodes(services), services.resolver, services.render_cache)
     return cg, ops, clock
 
 

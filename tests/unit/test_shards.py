@@ -239,11 +239,15 @@ def test_a_shard_stops_when_its_lifeline_breaks() -> None:
 
 
 def test_a_shard_gets_every_option_of_its_server() -> None:
-    """server.shard_args repeats `procfs serve`'s options by hand: each one, set away from its
-    default, must come back from the shard's command line (an option forgotten there would leave
-    the shards serving with its default)."""
-    from procfs.cli import parser, serve_config
-    from procfs.server.serve import shard_args, shard_argv
+    """A shard runs with its server's Config (forked), or the same as JSON (exec'd): every
+    option of `procfs serve`, set away from its default, reaches the shard (one forgotten would
+    leave the shards serving with its default)."""
+    import json
+
+    from procfs.cli import parser
+    from procfs.cli.serve import serve_config
+    from procfs.config import Config
+    from procfs.server.serve import shard_argv
 
     argv = ["-vv", "serve", "/mnt/p", "--proc-root", "/p", "--sys-root", "/s",
             "--cgroup-root", "/c", "--cpu-view", "cpuset", "--cache-ttl", "0.25",
@@ -251,18 +255,21 @@ def test_a_shard_gets_every_option_of_its_server() -> None:
             "--kmsg-ring-size", "4096", "--kmsg-host-log", "", "--no-kmsg", "--control-dir", "/ctl"]
     server = serve_config(parser().parse_args(argv))
     default = serve_config(parser().parse_args(["serve", "/mnt/p"]))
-    shard = serve_config(parser().parse_args(shard_args(server, "/run/s/1")))
-    assert shard_argv(server, "/run/s/1")[1:] == ["-m", "procfs", *shard_args(server, "/run/s/1")]
+    shard = server.for_shard("/run/s/1")
+    command = shard_argv(shard)
+    assert command[1:3] == ["-m", "procfs.server.shard"]
+    assert Config.from_json(json.loads(command[3])) == shard  # exec'd: the same Config
     assert shard.mountpoint == "/run/s/1" and shard.shard_of == os.path.realpath("/mnt/p")
     assert shard.workers == 1  # a shard runs no shards of its own
     # and serves no dev/kmsg, even for a server that does: the server lends its own
-    assert default.kmsg.enabled and not serve_config(
-        parser().parse_args(shard_args(default, "/run/s/1"))).kmsg.enabled
-    own = ("mountpoint", "shard_of", "workers", "lifeline")  # set per shard, not passed on
+    assert default.kmsg.enabled and not default.for_shard("/run/s/1").kmsg.enabled
+    own = ("mountpoint", "shard_of", "workers", "lifeline", "staleness")  # per shard, or fixed
     for name in vars(server):
         if name not in own:
             assert getattr(server, name) != getattr(default, name), f"argv leaves {name} as is"
-            assert getattr(shard, name) == getattr(server, name), name
+            if name != "kmsg":
+                assert getattr(shard, name) == getattr(server, name), name
+    assert shard.kmsg.ring_bytes == 4096 and shard.kmsg.host_log == ""
 
 
 def test_a_forked_shard_runs_first_then_restarts_by_exec(tmp_path: Path) -> None:

@@ -15,12 +15,13 @@ import pytest
 from overlays.stat import COLUMNS, CpuTimes, StatSnapshot, busy_idle, never_backwards, render
 from overlays.uptime import UptimeSnapshot
 from overlays.uptime import render as render_uptime
+from procfs.config import Config, CpuViewMode
+from procfs.files.host import HostFiles
 from procfs.files.table import all_nodes
-from procfs.files.time import TimeViews, container_uptime
+from procfs.files.time import TimeFiles, container_uptime
 from procfs.fuse.ops import ProcFS
-from procfs.server.services import Config, Services
+from procfs.server.services import Services
 from procfs.sources.containers import Container
-from procfs.sources.cpuset import CpuViewMode
 from tests.trees import HOST_PIDNS, FakeHost, ManualClock, v1_cgroup, v2_cgroup
 
 NS_BOX = 4026532300
@@ -30,6 +31,10 @@ HOST_STAT = "".join(
     + ["intr 12345 0 1 2\n", "ctxt 6789\n", "btime 1700000000\n", "processes 4242\n",
        "procs_running 3\n", "procs_blocked 1\n", "softirq 55 1 2 3\n"]
 )
+
+
+def host_files(s: Services) -> HostFiles:
+    return HostFiles(s.host, s.config.cpu_view, s.clock)
 
 
 @dataclass
@@ -50,8 +55,8 @@ class World:
     def ops(self) -> ProcFS:
         return ProcFS(all_nodes(self.services), self.services.resolver)
 
-    def times(self, boot: float = 1000.0, real: float = 1_800_000_000.0) -> TimeViews:
-        return TimeViews(self.services.host, self.services.views, boottime=lambda: boot,
+    def times(self, boot: float = 1000.0, real: float = 1_800_000_000.0) -> TimeFiles:
+        return TimeFiles(self.services.host, host_files(self.services), boottime=lambda: boot,
                          realtime=lambda: real, hz=100)
 
     def container(self) -> Container:
@@ -100,8 +105,8 @@ def make_world(tmp_path: Path, version: int, *, timens: str | None = None,
                      timens=timens)
     host.add_process(51, ppid=50, pidns=NS_BOX, nspid=(51, 2), cgroup=line, state="R")
     host.add_process(52, ppid=50, pidns=NS_BOX, nspid=(52, 3), cgroup=line, state="D")
-    config = Config(proc_root=str(host.proc), sys_root=str(host.sys), cgroup_root=str(cg),
-                    cpu_view=mode)
+    config = Config(cache_ttl=0, proc_root=str(host.proc), sys_root=str(host.sys),
+                    cgroup_root=str(cg), cpu_view=mode)
     w = World(host, cg, box, version, Services.build(config))
     w.cpuset("0-3")
     w.quota("150000")
@@ -246,7 +251,7 @@ def test_counters_never_go_backwards(tmp_path: Path, version: int) -> None:
     w.cpu_seconds(300, 100)
     c = w.container()
     boot = [1000.0]
-    t = TimeViews(w.services.host, w.services.views, boottime=lambda: boot[0],
+    t = TimeFiles(w.services.host, host_files(w.services), boottime=lambda: boot[0],
                   realtime=lambda: 1.8e9, hz=100)
 
     def cpu_rows() -> list[list[int]]:
@@ -315,11 +320,11 @@ async def test_container_without_a_cgroup_of_its_own_sees_the_hosts_cpu_lines(
     host.add_process(1, ppid=0, pidns=HOST_PIDNS, nspid=(1,))
     host.add_process(50, ppid=1, pidns=NS_BOX, nspid=(50, 1), start=1000)
     host.add_process(51, ppid=50, pidns=NS_BOX, nspid=(51, 2))
-    services = Services.build(Config(proc_root=str(host.proc), sys_root=str(host.sys),
+    services = Services.build(Config(cache_ttl=0, proc_root=str(host.proc), sys_root=str(host.sys),
                                      cgroup_root=str(cg)))
     c = services.resolver.resolve(51)
     assert c is not None
-    t = TimeViews(services.host, services.views, boottime=lambda: 1000.0, hz=100)
+    t = TimeFiles(services.host, host_files(services), boottime=lambda: 1000.0, hz=100)
     stat = t.stat(c).decode()
     assert stat.count("\ncpu") == 8 and "\ncpu7 100 1 50 12500 10 0 1 0 0 0\n" in stat
     # 990 s on 8 CPUs at the host's idle share (12500 of 12662 ticks)
@@ -352,7 +357,7 @@ def test_task_states_are_reused_briefly_but_the_newest_pid_is_fresh(tmp_path: Pa
                                                                     version: int) -> None:
     w = make_world(tmp_path, version)
     clock = ManualClock(100.0)
-    t = TimeViews(w.services.host, w.services.views, boottime=lambda: 1000.0,
+    t = TimeFiles(w.services.host, host_files(w.services), boottime=lambda: 1000.0,
                   realtime=lambda: 1_800_000_000.0, hz=100, task_ttl=0.5, clock=clock)
     c = w.container()
     first = t.stat(c)
