@@ -301,9 +301,13 @@ def test_fewer_workers_after_a_restart_adopt_the_orphans(state_dir: Path,
         assert out.returncode != 0 and "not connected" in out.stderr
         second = serve_on(stack, mount, state_dir, "--workers", "1")
 
-        wait_for(lambda: sees(sb, mib), 15, f"not adopted:\n{second.log()}")
-        entry = StateFile().find(sb.pid)
-        assert entry is not None and entry.mountpoint == os.path.realpath(second.mountpoint)
+        def adopted() -> bool:
+            # the binds come first, then the record (written once the attach child is done)
+            entry = StateFile().find(sb.pid)
+            return sees(sb, mib) and entry is not None and \
+                entry.mountpoint == os.path.realpath(second.mountpoint)
+
+        wait_for(adopted, 15, f"not adopted:\n{second.log()}")
 
 
 def test_more_workers_after_a_restart_spread_the_containers_of_its_own_mount(
