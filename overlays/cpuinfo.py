@@ -1,4 +1,4 @@
-"""/proc/cpuinfo: the host's entries for the container's CPUs, renumbered from 0."""
+"""/proc/cpuinfo: the host's entries for the container's CPUs, with the kernel's CPU numbers."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def _blocks(text: str) -> list[str]:
 def render(snap: CpuinfoSnapshot) -> bytes:
     if snap.view is None:
         return snap.host_text.encode()
-    wanted = {cpu: i for i, cpu in enumerate(snap.view.cpus)}
+    wanted = set(snap.view.cpus)
     count = str(len(wanted))
     picked: list[tuple[int, str]] = []
     trailer: list[str] = []  # blocks without a processor line (arm's global "Hardware" lines)
@@ -32,14 +32,13 @@ def render(snap: CpuinfoSnapshot) -> bytes:
         if m is None:
             trailer.append(block)
             continue
-        new = wanted.get(int(m.group(1)))
-        if new is None:
+        cpu = int(m.group(1))
+        if cpu not in wanted:
             continue
-        block = block[: m.start(1)] + str(new) + block[m.end(1) :]
         # x86 repeats the package's CPU count in every entry; keep it in step with the view.
         block = re.sub(r"^(siblings\s*:\s*)\d+", lambda x: x.group(1) + count, block, flags=re.M)
         block = re.sub(r"^(cpu cores\s*:\s*)\d+", lambda x: x.group(1) + count, block, flags=re.M)
-        picked.append((new, block))
+        picked.append((cpu, block))
     picked.sort()
     blocks = [b for _, b in picked] + trailer
     return "".join(b.strip("\n") + "\n\n" for b in blocks).encode()

@@ -1,17 +1,21 @@
 """/proc/stat: the container's CPUs and CPU time, its task counts and its boot time.
 
 `cpu` and `cpuN` lines carry the ten columns procps reads (user nice system idle iowait irq
-softirq steal guest guest_nice), in USER_HZ ticks. Only user, system and idle are the
-container's own: a cgroup accounts no nice/iowait/irq time, so those columns are 0. `intr`,
-`ctxt` and `softirq` stay the host's; `btime`, `processes`, `procs_running` and `procs_blocked`
-are replaced.
+softirq steal guest guest_nice), in USER_HZ ticks. Only user, system, idle and steal are the
+container's own: a cgroup accounts no nice/iowait/irq time, so those columns are 0. `btime`,
+`processes`, `procs_running` and `procs_blocked` are replaced. `intr`, `ctxt` and `softirq` have
+no per-container counter in the kernel: they are the host's, scaled by the container's share of
+the host's uptime (`share`), so that their averages over the container's CPU time (`vmstat`'s
+first line divides them by it) are the host's averages instead of its totals since boot.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 COLUMNS = 10  # user nice system idle iowait irq softirq steal guest guest_nice
+SCALED = frozenset({"intr", "ctxt", "softirq"})  # host-wide event counters
 
 
 @dataclass(frozen=True)
@@ -90,11 +94,13 @@ def host_cpu_lines(text: str) -> dict[int, CpuTimes]:
 @dataclass(frozen=True)
 class StatSnapshot:
     host_text: str  # the host's /proc/stat: intr, ctxt, softirq and unknown lines come from it
-    cpus: tuple[CpuTimes, ...]  # the container's CPUs, numbered from 0
-    btime: int  # seconds since the epoch when the container's clock reads 0
+    cpus: tuple[CpuTimes, ...]  # the container's CPUs...
+    btime: int  # the boot time the container's processes' start times count from
     processes: int
     procs_running: int
     procs_blocked: int
+    cpu_ids: tuple[int, ...] = ()  # ...and their kernel numbers (default 0, 1, ...)
+    share: float = 1.0  # the time its CPU lines cover / the host's uptime, in [0, 1]
 
 
 def _line(name: str, t: CpuTimes) -> str:
@@ -105,18 +111,22 @@ def render(snap: StatSnapshot) -> bytes:
     total = CpuTimes.of(tuple(sum(col) for col in zip(*(c.columns() for c in snap.cpus),
                                                      strict=True))) if snap.cpus else CpuTimes()
     lines = ["cpu  " + " ".join(str(c) for c in total.columns())]  # the kernel's two spaces
-    lines += [_line(f"cpu{i}", t) for i, t in enumerate(snap.cpus)]
+    ids = snap.cpu_ids if len(snap.cpu_ids) == len(snap.cpus) else range(len(snap.cpus))
+    lines += [_line(f"cpu{i}", t) for i, t in zip(ids, snap.cpus, strict=True)]
     ours = {
         "btime": max(snap.btime, 0),
         "processes": max(snap.processes, 0),
         "procs_running": max(snap.procs_running, 0),
         "procs_blocked": max(snap.procs_blocked, 0),
     }
+    share = min(max(snap.share, 0.0), 1.0) if math.isfinite(snap.share) else 1.0
     seen: set[str] = set()
     for line in snap.host_text.splitlines():
         key = line.split(" ", 1)[0]
         if key.startswith("cpu"):
             continue
+        if key in SCALED and share < 1.0:
+            line = " ".join([key, *(str(int((_count(w) or 0) * share)) for w in line.split()[1:])])
         if key in ours:
             if key not in seen:
                 lines.append(f"{key} {ours[key]}")

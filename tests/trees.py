@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 HOST_PIDNS = 4026531836
+HOST_TIMENS = 4026531834
 
 MEMINFO = """\
 MemTotal:       16384000 kB
@@ -85,6 +86,7 @@ class FakeHost:
         write(self.sys / "devices/system/cpu/online", f"0-{ncpus - 1}\n")
         (self.proc / "self/ns").mkdir(parents=True)
         os.symlink(f"pid:[{HOST_PIDNS}]", self.proc / "self/ns/pid")
+        os.symlink(f"time:[{HOST_TIMENS}]", self.proc / "self/ns/time")
 
     def add_process(self, pid: int, *, ppid: int, pidns: int, nspid: tuple[int, ...],
                     cgroup: str = "0::/\n", start: int = 1000, timens: str | None = None,
@@ -95,6 +97,12 @@ class FakeHost:
         if link.is_symlink():
             link.unlink()
         os.symlink(f"pid:[{pidns}]", link)
+        time_link = d / "ns/time"
+        if time_link.is_symlink():
+            time_link.unlink()
+        # a time namespace of its own when given offsets (as `unshare --time` makes one)
+        os.symlink(f"time:[{HOST_TIMENS if timens is None else HOST_TIMENS + 1 + pid}]",
+                   time_link)
         write(d / "status", f"Name:\tx\nPPid:\t{ppid}\nNSpid:\t" +
               "\t".join(map(str, nspid)) + "\n")
         fields = [state, str(ppid)] + ["0"] * 17 + [str(start)] + ["0"] * 20

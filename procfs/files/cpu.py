@@ -3,6 +3,8 @@ its cpuset (capped by its CFS quota) gives it."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from overlays import cpuinfo, cpulist
 from overlays.cpuview import CpuView
 from procfs.files.host import HostFiles
@@ -31,5 +33,9 @@ class CpuFiles:
             data = done[view] = cpuinfo.render(cpuinfo.CpuinfoSnapshot(text, view))
         return data
 
-    def cpulist(self, c: Container) -> bytes:
-        return cpulist.render(cpulist.CpulistSnapshot("", self.host.cpu_view(c)))
+    def cpulist(self, kind: str) -> Callable[[Container], bytes]:
+        """The renderer of sys/devices/system/cpu/`kind` (online, possible, present, offline)."""
+        def render(c: Container) -> bytes:
+            return cpulist.render(cpulist.CpulistSnapshot("", self.host.cpu_view(c), kind))
+
+        return render

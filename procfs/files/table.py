@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 
+from overlays import cpulist
 from procfs.files.cpu import CpuFiles
 from procfs.files.host import HostFiles
 from procfs.files.io import PRESSURE_KINDS, IoFiles
@@ -28,8 +29,9 @@ CPU_DIR = "sys/devices/system/cpu"
 def all_nodes(s: Services) -> list[FileNode]:
     host, staleness = s.host, s.config.staleness
     files = HostFiles(host, s.config.cpu_view, s.clock, staleness)
-    memory, cpu = MemoryFiles(files), CpuFiles(files)
-    io = IoFiles(host, files.recent_text, AbsentFiles(staleness.absent_files, clock=s.clock))
+    absent = AbsentFiles(staleness.absent_files, clock=s.clock)
+    memory, cpu, io = MemoryFiles(files, absent), CpuFiles(files), IoFiles(host, files.recent_text,
+                                                                            absent)
 
     def first_tracker() -> LoadTracker:  # once per server: the history survives reloads
         tracker = LoadTracker(load_counter(host), period=staleness.load_period)
@@ -50,9 +52,10 @@ def all_nodes(s: Services) -> list[FileNode]:
     nodes: list[FileNode] = [
         file("proc/meminfo", memory.meminfo, "meminfo"),
         file("proc/swaps", memory.swaps, "swaps"),
+        file("proc/vmstat", memory.vmstat, "vmstat"),
         file("proc/cpuinfo", cpu.cpuinfo, "cpuinfo"),
-        *(file(f"{CPU_DIR}/{name}", cpu.cpulist, f"{CPU_DIR}/{name}")
-          for name in ("online", "possible", "present")),
+        *(file(f"{CPU_DIR}/{kind}", cpu.cpulist(kind), f"{CPU_DIR}/{kind}")
+          for kind in cpulist.KINDS),
         file("proc/stat", time.stat, "stat"),
         file("proc/uptime", time.uptime, "uptime"),
         file("proc/loadavg", time.loadavg, "loadavg"),

@@ -1,10 +1,18 @@
-"""Time views: /proc/stat, /proc/uptime and /proc/loadavg of a container.
+"""Time files: /proc/stat, /proc/uptime and /proc/loadavg of a container.
 
-The container's clock starts when its init started: uptime = the host's CLOCK_BOOTTIME − the
-init's start time (field 22 of /proc/PID/stat, kept in `Container.reaper_start`) + the boottime
-offset of the init's time namespace. The daemon reads field 22 in its own time namespace, as it
-reads its own CLOCK_BOOTTIME, so the difference is the real time since the init started; the
-offset is added the way the kernel adds it for a reader inside that namespace.
+Time as the kernel shows it to a process in the container, so that `ps` (STARTED = btime +
+starttime, ELAPSED = uptime − starttime), psutil and `top` compute right from these files and
+the unchanged /proc/PID/stat:
+- a container with a time namespace of its own (runc/crun `time` namespace, `procfs-runc`,
+  `unshare --time`): uptime is that namespace's CLOCK_BOOTTIME (the host's + the boottime
+  offset) and btime the host's boot time − the offset, as the kernel formats them for a reader
+  inside it (the kernel also shifts every process's starttime there);
+- a container without one: uptime counts from its init's start (as LXCFS), and btime is the
+  host's, since the kernel shows it the host's starttimes.
+CPU time is accounted over the real time since the init started (`elapsed`), whatever the
+namespace's offset: idle = elapsed × CPUs − busy − steal, in /proc/stat and /proc/uptime alike.
+The daemon reads field 22 of the init's stat in its own time namespace, as it reads its own
+CLOCK_BOOTTIME, so their difference is that real time.
 """
 
 from __future__ import annotations
@@ -42,10 +50,37 @@ def clock_ticks() -> int:
         return 100
 
 
-def container_uptime(now_boottime: float, start_ticks: int, hz: int, offset_ns: int) -> float:
-    """Seconds on the container's CLOCK_BOOTTIME; never negative (a negative offset larger than
-    the time since boot is refused by the kernel, but a garbled file must not show one)."""
-    return max(now_boottime - start_ticks / max(hz, 1) + offset_ns / NS, 0.0)
+def elapsed_since(now_boottime: float, start_ticks: int, hz: int) -> float:
+    """Real seconds since a process started `start_ticks` after the host's boot (never
+    negative: clock granularity)."""
+    return max(now_boottime - start_ticks / max(hz, 1), 0.0)
+
+
+def container_uptime(c: Container, now_boottime: float, hz: int) -> float:
+    """The container's /proc/uptime: its time namespace's CLOCK_BOOTTIME when it has one of its
+    own, else the time since its init started. Never negative (the kernel refuses an offset
+    that would make it so, but a garbled file must not show one)."""
+    if c.timens:
+        return max(now_boottime + c.boottime_offset_ns / NS, 0.0)
+    return elapsed_since(now_boottime, c.reaper_start, hz)
+
+
+def container_btime(c: Container, host_btime: int, now_realtime: float,
+                    now_boottime: float) -> int:
+    """The container's `btime`: the host's, shifted back by a time namespace's boottime offset
+    as the kernel shifts it (`timens_sub_boottime`)."""
+    if not c.timens:
+        return host_btime
+    return int((now_realtime - now_boottime) - c.boottime_offset_ns / NS)
+
+
+def host_btime(stat_text: str) -> int:
+    """The `btime` line of the host's /proc/stat (0 when missing)."""
+    for line in stat_text.splitlines():
+        if line.startswith("btime "):
+            value = line[6:].strip()
+            return int(value) if value.isascii() and value.isdigit() else 0
+    return 0
 
 
 class _LastValues:
@@ -113,7 +148,10 @@ class TimeFiles:
     # Readers.
 
     def uptime_seconds(self, c: Container) -> float:
-        return container_uptime(self.boottime(), c.reaper_start, self.hz, c.boottime_offset_ns)
+        return container_uptime(c, self.boottime(), self.hz)
+
+    def elapsed(self, c: Container) -> float:
+        return elapsed_since(self.boottime(), c.reaper_start, self.hz)
 
     def host_cpus(self, cpus: tuple[int, ...]) -> tuple[CpuTimes, ...]:
         """The host's own lines for these CPUs (a container without a cgroup of its own)."""
@@ -126,37 +164,45 @@ class TimeFiles:
         return count_tasks(self.host, c.cgroups, c.pidns_level, waits, self._states,
                            (c.key, waits), fresh_newest=not waits, newest=self._newest)
 
-    def cpu_times(self, c: Container, up: float, usage: CpuUsage | None,
+    def cpu_times(self, c: Container, elapsed: float, usage: CpuUsage | None,
                   waited_ns: int = 0) -> tuple[CpuTimes, ...]:
+        """The container's cpuN lines: its busy time per CPU, steal, and idle over `elapsed`."""
         view = self.files.cpu_view(c)
         if usage is None:
             return self._last.cpus(c.key, self.host_cpus(view.cpus))
         tick_ns = NS // self.hz
         busy = tuple((u // tick_ns, s // tick_ns) for u, s in spread(usage, view.cpus))
         steal = tuple(w // tick_ns for w, _ in spread(CpuUsage(waited_ns, 0), view.cpus))
-        return self._last.cpus(c.key, stat.busy_idle(busy, int(up * self.hz), steal))
+        return self._last.cpus(c.key, stat.busy_idle(busy, int(elapsed * self.hz), steal))
 
     # Renderers, one per file.
 
     def stat(self, c: Container) -> bytes:
         host_text = self.files.recent_text("stat")
-        up = self.uptime_seconds(c)
         tasks = self.count_tasks(c, waits=True) or TaskCount(0, 0, 0, 0)
-        cpus = self.cpu_times(c, up, read_cpu_usage(c.cgroups, self.hz), tasks.waited_ns)
-        btime = int(self.realtime() - up)
+        usage = read_cpu_usage(c.cgroups, self.hz)
+        boot, elapsed = self.boottime(), self.elapsed(c)
+        cpus = self.cpu_times(c, elapsed, usage, tasks.waited_ns)
+        btime = container_btime(c, host_btime(host_text), self.realtime(), boot)
+        # its lines cover its life (the host's whole uptime when they are the host's lines)
+        share = elapsed / boot if usage is not None and boot > 0 else 1.0
         return stat.render(stat.StatSnapshot(host_text, cpus, btime, tasks.newest_pid,
-                                             tasks.running, tasks.blocked))
+                                             tasks.running, tasks.blocked,
+                                             self.files.cpu_view(c).cpus, share))
 
     def uptime(self, c: Container) -> bytes:
+        """Its clock, and the idle of its CPUs as /proc/stat counts it (steal is not idle)."""
         up = self.uptime_seconds(c)
-        view = self.files.cpu_view(c)
         usage = read_cpu_usage(c.cgroups, self.hz)
         if usage is not None:
-            idle = up * view.count - usage.total_ns / NS
+            tasks = self.count_tasks(c, waits=True) or TaskCount(0, 0, 0, 0)
+            lines = self.cpu_times(c, self.elapsed(c), usage, tasks.waited_ns)
+            idle = sum(t.idle for t in lines) / self.hz
         else:  # no CPU time of its own: the host's idle share of those CPUs
-            lines = self.host_cpus(view.cpus)
-            total = sum(sum(t.columns()) for t in lines)
-            idle = up * view.count * (sum(t.idle for t in lines) / total if total else 1.0)
+            view = self.files.cpu_view(c)
+            host = self.host_cpus(view.cpus)
+            total = sum(sum(t.columns()) for t in host)
+            idle = up * view.count * (sum(t.idle for t in host) / total if total else 1.0)
         idle = self._last.idle(c.key, idle)
         return uptime.render(uptime.UptimeSnapshot(up, max(idle, 0.0)))
 
@@ -164,4 +210,4 @@ class TimeFiles:
         counted = self.count_tasks(c)
         if counted is None:
             raise ProcfsError(f"container {c.key} has no cgroup of its own to count tasks in")
-        return loadavg.render(self.loads.read(c, counted))
+        return loadavg.render(self.loads.read(c, counted, self.elapsed(c)))

@@ -79,10 +79,10 @@ class KmsgService:
         return max(1, self.config.total_bytes // max(1, self.config.ring_bytes))
 
     def container_ts_usec(self, c: Container) -> int:
-        """Now, in `c`'s boottime: since its init started, plus its time-namespace offset (as
-        its /proc/uptime)."""
-        start_ns = c.reaper_start * 1_000_000_000 // CLK_TCK
-        return max(0, self.boottime_ns() - start_ns + c.boottime_offset_ns) // 1000
+        """Now, on the clock `c`'s `dmesg -T` reads (CLOCK_BOOTTIME in its time namespace: the
+        host's plus the namespace's boottime offset, which is 0 outside a namespace of its
+        own), so that a record's time of day comes out right."""
+        return max(0, self.boottime_ns() + c.boottime_offset_ns) // 1000
 
     def entry(self, c: Container) -> Entry:
         """`c`'s ring, made (with a first record, so that a reader never finds it empty and

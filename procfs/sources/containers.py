@@ -42,6 +42,7 @@ class Container:
     monotonic_offset_ns: int = 0  # the init's time namespace offsets
     boottime_offset_ns: int = 0
     pidns_level: int = 0  # the namespace's depth (its init's NSpid entries); 0: no pids known
+    timens: bool = False  # the init has a time namespace of its own (not the server's)
 
     @property
     def key(self) -> tuple[int, int, int]:
@@ -78,6 +79,7 @@ class Resolver:
         self.cgroup_ttl = cgroup_ttl
         self.maxsize = maxsize
         self.host_pidns = host.pid_ns("self")
+        self.host_timens = self._timens("self")
         if pidfds is None:
             real = os.path.realpath(host.proc_root) == "/proc" and hasattr(os, "pidfd_open")
             pidfds = resource.getrlimit(resource.RLIMIT_NOFILE)[0] // 2 if real else 0
@@ -114,6 +116,13 @@ class Resolver:
             return not entry.poller.poll(0)  # a pidfd turns readable when its process exits
         c = entry.container
         return ProcessIdentity(c.reaper, c.reaper_start).alive(self.host)
+
+    def _timens(self, pid: int | str) -> int | None:
+        """The inode of `pid`'s time namespace; None on a kernel without time namespaces."""
+        try:
+            return self.host.pid_ns(pid, "time")
+        except ProcfsError:
+            return None
 
     def _refresh_cgroups(self, ns: int, entry: _Entry) -> None:
         c = entry.container
@@ -159,6 +168,7 @@ class Resolver:
             start = self.host.stat(reaper).start_ticks
             paths = parse_proc_cgroup(self.host.pid_text(reaper, "cgroup"))
             mono, boot = self.host.timens_offsets(reaper)
+            timens = self._timens(reaper)
             # Between finding the init and opening its pidfd the pid may have been reused.
             if self.host.pid_ns(reaper) != ns:
                 raise ProcessGone(f"init {reaper} of namespace {ns} exited")
@@ -166,7 +176,7 @@ class Resolver:
             self._close_pidfd(pidfd)
             raise
         container = Container(ns, reaper, start, CgroupDirs(self.layout, paths), mono, boot,
-                              level)
+                              level, timens is not None and timens != self.host_timens)
         log.debug("pid %d → container %s (init %d)", pid, container.key, reaper)
         poller = None
         if pidfd is not None:

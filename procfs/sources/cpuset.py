@@ -79,9 +79,12 @@ def read_quota_cpus(dirs: CgroupDirs) -> int | None:
 
 
 def read_cpu_view(dirs: CgroupDirs, host_online: tuple[int, ...], mode: CpuViewMode) -> CpuView:
-    cpus = read_cpuset(dirs, host_online)
+    """The cpuset (the CPUs its tasks may run on), of which the first ceil(quota / period)
+    are shown in the quota mode."""
+    allowed = read_cpuset(dirs, host_online) or (host_online[:1] or (0,))
+    cpus = allowed
     if mode is CpuViewMode.QUOTA:
         quota = read_quota_cpus(dirs)
         if quota is not None:
-            cpus = cpus[: max(quota, 1)]
-    return CpuView(cpus or (host_online[:1] or (0,)))
+            cpus = allowed[: max(quota, 1)]
+    return CpuView(cpus, allowed)

@@ -8,13 +8,13 @@ The sampler samples only the containers whose /proc/loadavg was read in the last
 at most `maxsize` of them (least recently read dropped first): its cost follows the containers
 that use the file, not the number of cgroups on the host.
 
-A container has no history when it is first read. Starting from 0, as the kernel does at boot,
-would show a container that has been busy for an hour as nearly idle for minutes (one busy task
-reaches only 1 − e^(−15/60) = 0.22 after 15 s). Instead, the sampler's first sample of a container
-seeds all three averages with the number of tasks active then (what the kernel shows after a long
-stretch at that level); from there on they decay exactly as the kernel's. The seed is taken by
-the sampler, not by the read that registers the container: that reader, caught between issuing
-its request and sleeping on it, would count itself as running. Until then the averages read 0.
+The averages start from 0 when the container starts, as the kernel's do at boot. A container is
+tracked from its first read of the file; the periods since its start that nobody sampled are
+caught up at the sampler's next tick as the kernel catches up a tickless stretch: with the number
+of tasks active then. So a container read six seconds after it started shows a load still
+decaying in (one busy task: 0.15 0.03 0.01 after two periods), and one first read after an hour
+of steady work shows about that work. The count is the sampler's own, never the read's: a reader
+waits for its answer in state D, and would count itself.
 """
 
 from __future__ import annotations
@@ -75,8 +75,8 @@ def decay(avenrun: tuple[int, int, int], active_tasks: int, n: int = 1) -> tuple
 @dataclass
 class _Entry:
     container: Container
-    avenrun: tuple[int, int, int] | None  # None until the first sample seeds it
-    updated: float  # when the averages were last brought up to date (a period boundary)
+    avenrun: tuple[int, int, int]
+    updated: float  # when the averages were last up to date (the container's start at first)
     read_at: float
     newest_pid: int
 
@@ -105,21 +105,20 @@ class LoadTracker:
     def tracked(self) -> list[Container]:
         return [e.container for e in self._entries.values()]
 
-    def read(self, c: Container, counted: TaskCount) -> LoadavgSnapshot:
+    def read(self, c: Container, counted: TaskCount, age: float = 0.0) -> LoadavgSnapshot:
         """The container's /proc/loadavg, with its tasks as a read counted them (its running and
-        total tasks, newest pid); starts tracking it."""
+        total tasks, newest pid); starts tracking it, `age` seconds after it started."""
         now = self.clock()
         entry = self._entries.get(c.key)
         if entry is None:
-            entry = _Entry(c, None, now, now, 0)
+            entry = _Entry(c, (0, 0, 0), now - max(age, 0.0), now, 0)
             self._entries[c.key] = entry
             while len(self._entries) > self.maxsize:
                 self._entries.popitem(last=False)
         self._entries.move_to_end(c.key)
         entry.container, entry.read_at = c, now
         entry.newest_pid = max(entry.newest_pid, counted.newest_pid)
-        return LoadavgSnapshot(entry.avenrun or (0, 0, 0), counted.running, counted.total,
-                               entry.newest_pid)
+        return LoadavgSnapshot(entry.avenrun, counted.running, counted.total, entry.newest_pid)
 
     def sample(self, key: tuple[int, int, int]) -> None:
         """Bring one container's averages up to now (whole periods since the last update)."""
@@ -131,7 +130,7 @@ class LoadTracker:
             del self._entries[key]  # nobody looked for a while: stop paying for it
             return
         n = math.floor((now - entry.updated) / self.period)
-        if n <= 0 and entry.avenrun is not None:
+        if n <= 0:
             return
         try:
             counted = self.count(entry.container)
@@ -142,12 +141,8 @@ class LoadTracker:
         if counted is None:
             del self._entries[key]
             return
-        if entry.avenrun is None:
-            seed = min(counted.active, MAX_ACTIVE) * FIXED_1
-            entry.avenrun, entry.updated = (seed, seed, seed), now
-        else:
-            entry.avenrun = decay(entry.avenrun, counted.active, n)
-            entry.updated += n * self.period
+        entry.avenrun = decay(entry.avenrun, counted.active, n)
+        entry.updated += n * self.period
         entry.newest_pid = max(entry.newest_pid, counted.newest_pid)
 
     async def sample_all(self) -> None:

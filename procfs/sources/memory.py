@@ -31,6 +31,15 @@ _V1_NAMES = {
     "total_active_file": "active_file",
     "total_inactive_file": "inactive_file",
     "total_unevictable": "unevictable",
+    "total_pgfault": "pgfault",
+    "total_pgmajfault": "pgmajfault",
+    "total_workingset_refault_anon": "workingset_refault_anon",
+    "total_workingset_refault_file": "workingset_refault_file",
+    "total_workingset_activate_anon": "workingset_activate_anon",
+    "total_workingset_activate_file": "workingset_activate_file",
+    "total_workingset_restore_anon": "workingset_restore_anon",
+    "total_workingset_restore_file": "workingset_restore_file",
+    "total_workingset_nodereclaim": "workingset_nodereclaim",
 }
 
 
@@ -107,3 +116,14 @@ def _swap_limit(memsw_limit: int | None, limit: int | None) -> int | None:
     if memsw_limit is None:
         return None
     return max(memsw_limit - limit, 0) if limit is not None else memsw_limit
+
+
+def read_oom_kills(dirs: CgroupDirs) -> int:
+    """How many of the container's tasks the OOM killer killed (v2 `memory.events` oom_kill,
+    v1 `memory.oom_control`); 0 when the kernel does not say."""
+    where = dirs.of("memory")
+    if where is None:
+        return 0
+    directory, version, _ = where
+    name = "memory.events" if version == 2 else "memory.oom_control"
+    return parse_flat_keyed(read_optional(os.path.join(directory, name)) or "").get("oom_kill", 0)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-from collections.abc import Iterable
 
 from procfs.errors import NotFound, ProcfsError
 
@@ -127,20 +126,6 @@ def parse_cpulist(text: str | None) -> tuple[int, ...]:
             continue
         cpus.update(range(a, b + 1))
     return tuple(sorted(cpus))
-
-
-def format_cpulist(cpus: Iterable[int]) -> str:
-    """(0, 1, 2, 5) → `0-2,5` as the kernel prints cpu lists."""
-    ordered = sorted(set(cpus))
-    ranges: list[str] = []
-    i = 0
-    while i < len(ordered):
-        j = i
-        while j + 1 < len(ordered) and ordered[j + 1] == ordered[j] + 1:
-            j += 1
-        ranges.append(str(ordered[i]) if i == j else f"{ordered[i]}-{ordered[j]}")
-        i = j + 1
-    return ",".join(ranges)
 
 
 def ns_inode(link_target: str) -> int | None:

@@ -6,11 +6,11 @@ from pathlib import Path
 
 from overlays import cpuinfo, cpulist
 from overlays.cpuinfo import CpuinfoSnapshot
-from overlays.cpulist import CpulistSnapshot
+from overlays.cpulist import CpulistSnapshot, format_cpulist
 from overlays.cpuview import CpuView
 from procfs.sources.cgroups import CgroupDirs, CgroupLayout, parse_proc_cgroup
 from procfs.sources.cpuset import CpuViewMode, read_cpu_view
-from procfs.sources.text import format_cpulist, parse_cpulist
+from procfs.sources.text import parse_cpulist
 from tests.trees import cpuinfo as host_cpuinfo
 from tests.trees import v1_cgroup, v2_cgroup
 
@@ -48,12 +48,12 @@ def test_offline_cpus_in_a_cpuset_are_dropped(tmp_path: Path) -> None:
     assert read_cpu_view(dirs, ONLINE, CpuViewMode.CPUSET).cpus == (6, 7)
 
 
-def test_cpuinfo_filters_and_renumbers() -> None:
+def test_cpuinfo_filters_and_keeps_the_kernels_numbers() -> None:
     out = cpuinfo.render(CpuinfoSnapshot(host_cpuinfo(4), CpuView((1, 3)))).decode()
     blocks = [b for b in out.split("\n\n") if b.strip()]
     assert len(blocks) == 2
-    assert blocks[0].startswith("processor\t: 0\n") and "core id\t\t: 1" in blocks[0]
-    assert blocks[1].startswith("processor\t: 1\n") and "apicid\t\t: 3" in blocks[1]
+    assert blocks[0].startswith("processor\t: 1\n") and "core id\t\t: 1" in blocks[0]
+    assert blocks[1].startswith("processor\t: 3\n") and "apicid\t\t: 3" in blocks[1]
     assert all("siblings\t: 2" in b and "cpu cores\t: 2" in b for b in blocks)
     assert out.endswith("\n\n")
 
@@ -64,6 +64,16 @@ def test_cpuinfo_host_unchanged() -> None:
 
 
 def test_cpulist_agrees_with_the_view() -> None:
-    assert cpulist.render(CpulistSnapshot("0-7\n", CpuView((4, 5, 6)))) == b"0-2\n"
-    assert cpulist.render(CpulistSnapshot("0-7\n", CpuView((4,)))) == b"0\n"
+    """online and present: the CPUs it sees, by their numbers (`taskset -c $(cat online)`
+    works); possible: 0 to the highest it may run on (sched_getcpu() indexes what it sizes);
+    offline: the rest of possible."""
+    def lists(view: CpuView) -> tuple[bytes, ...]:
+        return tuple(cpulist.render(CpulistSnapshot("0-7\n", view, kind))
+                     for kind in ("online", "present", "possible", "offline"))
+
+    assert lists(CpuView((4, 5, 6))) == (b"4-6\n", b"4-6\n", b"0-6\n", b"0-3\n")
+    assert lists(CpuView((1,))) == (b"1\n", b"1\n", b"0-1\n", b"0\n")
+    # a quota of one CPU over a cpuset of 0-3: one CPU seen, any of the four may run it
+    assert lists(CpuView((0,), (0, 1, 2, 3))) == (b"0\n", b"0\n", b"0-3\n", b"1-3\n")
+    assert lists(CpuView((0, 1))) == (b"0-1\n", b"0-1\n", b"0-1\n", b"\n")
     assert cpulist.render(CpulistSnapshot("0-7\n", None)) == b"0-7\n"

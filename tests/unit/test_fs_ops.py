@@ -75,7 +75,7 @@ async def test_container_and_host_views(world: tuple[FakeHost, Path, ProcFS]) ->
     _, _, ops = world
     inside = (await cat(ops, "proc/meminfo", 51)).decode()
     assert inside.startswith("MemTotal:         262144 kB\n")
-    assert (await cat(ops, "sys/devices/system/cpu/online", 51)) == b"0\n"
+    assert (await cat(ops, "sys/devices/system/cpu/online", 51)) == b"1\n"  # cpuset 1
     assert (await cat(ops, "proc/cpuinfo", 51)).count(b"processor") == 1
     assert (await cat(ops, "proc/meminfo", 1)).decode().splitlines()[0] == MEMINFO.splitlines()[0]
 

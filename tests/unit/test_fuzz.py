@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from overlays import cpuinfo, cpulist, diskstats, meminfo, pressure, slabinfo, stat, swaps
+from overlays.cpulist import format_cpulist
 from overlays.cpuview import CpuView
 from procfs.errors import ProcfsError
 from procfs.files.cpu import CpuFiles
@@ -119,7 +120,7 @@ def test_cpulist_ranges(ranges: list[tuple[int, int]]) -> None:
     cpus = sysfiles.parse_cpulist(text)
     assert list(cpus) == sorted(set(cpus)) and all(c >= 0 for c in cpus)
     if cpus and cpus[-1] <= 65536:  # wider ranges are refused on purpose
-        assert sysfiles.parse_cpulist(sysfiles.format_cpulist(cpus)) == cpus
+        assert sysfiles.parse_cpulist(format_cpulist(cpus)) == cpus
 
 
 # Renderers.
@@ -148,8 +149,10 @@ def test_cpu_renderers(host_text: str, cpus: list[int]) -> None:
     view = CpuView(tuple(cpus))
     cpuinfo.render(cpuinfo.CpuinfoSnapshot(host_text, view))
     cpuinfo.render(cpuinfo.CpuinfoSnapshot(host_text, None))
-    out = cpulist.render(cpulist.CpulistSnapshot(host_text, view))
-    assert re.fullmatch(rb"0(-\d+)?\n", out)
+    for kind in cpulist.KINDS:
+        out = cpulist.render(cpulist.CpulistSnapshot(host_text, view, kind))
+        assert re.fullmatch(rb"(\d+(-\d+)?(,\d+(-\d+)?)*)?\n", out)
+        assert set(sysfiles.parse_cpulist(out.decode())) <= set(view.possible)
 
 
 @FUZZ
@@ -254,7 +257,8 @@ def test_resolve_on_garbled_proc(caller: dict[str, str | None],
         try:
             c = only_procfs_errors(lambda: resolver.resolve(77))
             if c is not None:
-                for render in (memory.meminfo, cpu.cpuinfo, cpu.cpulist, memory.swaps):
+                for render in (memory.meminfo, cpu.cpuinfo, cpu.cpulist("online"),
+                               memory.swaps):
                     only_procfs_errors(lambda r=render: r(c))  # type: ignore[misc]
         finally:
             resolver.close()
@@ -284,7 +288,7 @@ def test_host_views_on_garbled_host_files(texts: list[str]) -> None:
             memory, cpu = MemoryFiles(files), CpuFiles(files)
             assert memory.meminfo(c).endswith(b"\n")
             cpu.cpuinfo(c)
-            assert cpu.cpulist(c).startswith(b"0")
+            assert sysfiles.parse_cpulist(cpu.cpulist("online")(c).decode())
             memory.swaps(c)
         finally:
             resolver.close()

@@ -249,3 +249,23 @@ def test_the_sampler_never_seeds_from_a_count_a_read_took(tmp_path: Path) -> Non
     assert t.loadavg(c).split()[3] == b"1/4"  # a read within 0.5 s: the count reused
     t.loads.sample(c.key)
     assert t.loadavg(c).startswith(b"0.00 0.00 0.00 ")  # seeded from a fresh count: idle
+
+
+def test_the_averages_start_from_zero_at_the_containers_start(tmp_path: Path) -> None:
+    """As the kernel's at boot: a container read 6 s after it started, with one busy task,
+    shows a load decaying in from 0 (not 1.00 1.00 1.00); one first read an hour after it
+    started shows about its steady work (the periods nobody sampled caught up)."""
+    host, _, c, times = world(tmp_path, 2)
+    set_states(host, {201: "R", 202: "S", 203: "S"})
+    now = [100.0]
+    tracker = LoadTracker(load_counter(times.host), clock=lambda: now[0])
+    counted = times.count_tasks(c)
+    assert counted is not None
+    assert render(tracker.read(c, counted, age=6.0)).startswith(b"0.00 0.00 0.00 ")
+    now[0] += 4.0  # the next tick: two periods since the start
+    tracker.sample(c.key)
+    assert render(tracker.read(c, counted)).startswith(b"0.15 0.03 0.01 ")
+    other = Container(NS_A + 1, 200, 1000, c.cgroups)
+    tracker.read(other, counted, age=3600.0)
+    tracker.sample(other.key)
+    assert render(tracker.read(other, counted)).startswith(b"1.00 1.00 0.98 ")

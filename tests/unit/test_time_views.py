@@ -18,10 +18,11 @@ from overlays.uptime import render as render_uptime
 from procfs.config import Config, CpuViewMode
 from procfs.files.host import HostFiles
 from procfs.files.table import all_nodes
-from procfs.files.time import TimeFiles, container_uptime
+from procfs.files.time import TimeFiles, container_uptime, elapsed_since
 from procfs.fuse.ops import ProcFS
 from procfs.server.services import Services
 from procfs.sources.containers import Container
+from procfs.sources.text import parse_cpulist
 from tests.trees import HOST_PIDNS, FakeHost, ManualClock, v1_cgroup, v2_cgroup
 
 NS_BOX = 4026532300
@@ -127,16 +128,23 @@ async def cat(ops: ProcFS, path: str, pid: int) -> str:
     return out.decode()
 
 
-async def cpu_counts(ops: ProcFS, pid: int) -> tuple[int, int, int]:
-    """(cpuinfo processors, CPUs in cpu/online, cpuN lines in stat): they must agree."""
-    info = (await cat(ops, "proc/cpuinfo", pid)).count("processor\t:")
-    online = (await cat(ops, "sys/devices/system/cpu/online", pid)).strip()
-    lo, _, hi = online.partition("-")
+async def cpu_ids(ops: ProcFS, pid: int) -> tuple[int, ...]:
+    """The CPU numbers of cpuinfo's processors, cpu/online and stat's cpuN lines: they must
+    agree (the kernel's numbers in all three)."""
+    info = tuple(int(x.split(":")[1]) for x in (await cat(ops, "proc/cpuinfo", pid)).splitlines()
+                 if x.startswith("processor"))
+    online = parse_cpulist(await cat(ops, "sys/devices/system/cpu/online", pid))
     stat = await cat(ops, "proc/stat", pid)
     lines = [x.split() for x in stat.splitlines() if x.startswith("cpu") and x[3:4].isdigit()]
     assert all(len(x) == 1 + COLUMNS for x in lines)
-    assert [x[0] for x in lines] == [f"cpu{i}" for i in range(len(lines))]
-    return info, int(hi or lo) - int(lo) + 1, len(lines)
+    assert info == online == tuple(int(x[0][3:]) for x in lines)
+    return online
+
+
+async def cpu_counts(ops: ProcFS, pid: int) -> tuple[int, int, int]:
+    """(cpuinfo processors, CPUs in cpu/online, cpuN lines in stat): they must agree."""
+    n = len(await cpu_ids(ops, pid))
+    return n, n, n
 
 
 @pytest.mark.parametrize("version", [1, 2])
@@ -180,29 +188,52 @@ async def test_bad_quota_and_cpuset_values_give_sensible_counts(
 
 
 @pytest.mark.parametrize("version", [1, 2])
-def test_uptime_counts_from_the_init_and_honours_boottime_offsets(
-        tmp_path: Path, version: int) -> None:
+def test_time_without_a_time_namespace_of_its_own(tmp_path: Path, version: int) -> None:
+    """Uptime counts from the init's start (as LXCFS); btime stays the host's, because the
+    kernel shows the container the host's starttimes (so `ps` STARTED is right)."""
     # init started 1000 ticks (10 s) after boot; the host has been up 1000 s
     w = make_world(tmp_path, version)
     w.cpu_seconds(100, 20)
     c = w.container()
+    assert not c.timens
     # 990 s on 2 CPUs (the quota view), 120 s of them busy
     assert w.times().uptime(c) == b"990.00 1860.00\n"
-    w2 = make_world(tmp_path / "ns", version,
-                    timens="monotonic 5 0\nboottime 86400 500000000\n")
-    w2.cpu_seconds(100, 20)
+    stat = w.times(real=1_800_000_000.0).stat(c).decode()
+    assert "\nbtime 1700000000\n" in stat  # the host's, whatever the clocks say
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_time_in_a_time_namespace_is_the_kernels(tmp_path: Path, version: int) -> None:
+    """In a time namespace of its own, uptime is that namespace's CLOCK_BOOTTIME (the host's +
+    the offset) and btime the host's boot shifted back by the offset, as the kernel formats
+    them for a reader in there; idle still counts the real time since the init started."""
+    w = make_world(tmp_path, version, timens="monotonic 5 0\nboottime 86400 500000000\n")
+    w.cpu_seconds(100, 20)
+    c = w.container()
+    assert c.timens and c.boottime_offset_ns == 86_400_500_000_000
+    assert w.times(boot=1000.0).uptime(c) == b"87400.50 1860.00\n"
+    # boot was at 1_800_000_000 - 1000 on the wall clock; minus the offset
+    stat = w.times(boot=1000.0, real=1_800_000_000.0).stat(c).decode()
+    assert "\nbtime 1799912599\n" in stat
+    # `unshare --time --boottime -N` with N = -(host uptime then): the container's clock
+    # started at 0 when it did and goes on from there (procfs-runc makes this)
+    w2 = make_world(tmp_path / "zero", version, timens=f"boottime {-995} 0\n")
     c2 = w2.container()
-    assert c2.boottime_offset_ns == 86_400_500_000_000
-    assert w2.times().uptime(c2) == b"87390.50 174661.00\n"
-    # btime is where the container's clock reads 0: now - its uptime
-    stat = w2.times(real=1_800_000_000.0).stat(c2).decode()
-    assert "\nbtime 1799912609\n" in stat
+    assert w2.times(boot=1000.0).uptime(c2).startswith(b"5.00 ")
+    btime = int(next(x for x in w2.times(boot=1000.0, real=1_800_000_000.0).stat(c2)
+                     .decode().splitlines() if x.startswith("btime")).split()[1])
+    assert btime == 1_800_000_000 - 5  # where its clock read 0
 
 
 def test_container_uptime_edge_values() -> None:
-    assert container_uptime(1000.0, 1000, 100, 0) == 990.0
-    assert container_uptime(1000.0, 1000, 100, -(10**13)) == 0.0  # never negative
-    assert container_uptime(1000.0, 1000, 0, 0) == 0.0  # a zero hz does not divide by zero
+    def box(offset_ns: int, timens: bool) -> Container:
+        return Container(NS_BOX, 50, 1000, None, boottime_offset_ns=offset_ns,  # type: ignore
+                         timens=timens)
+
+    assert container_uptime(box(0, False), 1000.0, 100) == 990.0
+    assert container_uptime(box(-(10**13), True), 1000.0, 100) == 0.0  # never negative
+    assert container_uptime(box(0, False), 1000.0, 0) == 0.0  # a zero hz divides by 1
+    assert elapsed_since(5.0, 1000, 100) == 0.0  # a start after "now": clock granularity
     assert render_uptime(UptimeSnapshot(float("nan"), -5.0)) == b"0.00 0.00\n"
 
 
@@ -212,12 +243,13 @@ def test_idle_is_never_negative(tmp_path: Path, version: int) -> None:
     w.cpu_seconds(5000, 100)  # more than 990 s on 2 CPUs (the cgroup is older than its init)
     c = w.container()
     t = w.times()
-    assert t.uptime(c) == b"990.00 0.00\n"
     lines = [x.split() for x in t.stat(c).decode().splitlines() if x.startswith("cpu")]
     assert all(int(v) >= 0 for x in lines for v in x[1:])
     idle = [int(x[4]) for x in lines]  # of cpu, cpu0, cpu1
     # v1 puts all that time on cpu0 (cpu1 stays idle); v2 spreads it over both
     assert idle == ([99000, 0, 99000] if version == 1 else [0, 0, 0])
+    # and /proc/uptime's idle is the sum of those idle columns, as the kernel's
+    assert t.uptime(c) == (b"990.00 990.00\n" if version == 1 else b"990.00 0.00\n")
 
 
 @pytest.mark.parametrize("version", [1, 2])
@@ -236,12 +268,17 @@ def test_stat_columns_add_up_to_the_wall_time(tmp_path: Path, version: int) -> N
     assert rows["cpu"] == [a + b for a, b in zip(rows["cpu0"], rows["cpu1"], strict=True)]
     assert rows["cpu"][0] == 3000 and rows["cpu"][2] == 1000  # user, system: 30 s, 10 s
     assert rows["cpu0"][7] == rows["cpu1"][7] == 200  # steal
+    # /proc/uptime's idle is /proc/stat's idle, steal not counted (the files agree)
+    assert float(w.times().uptime(c).split()[1]) == rows["cpu"][3] / 100 == 990 * 2 - 40 - 4
     if version == 1:  # v1 knows the time ran on host CPU 0, the container's cpu0
         assert rows["cpu0"][:3] == [3000, 0, 1000]
-    # the host's intr/ctxt/softirq stay; counts are the container's (51 in R, 52 in D)
-    for line in ("intr 12345 0 1 2", "ctxt 6789", "softirq 55 1 2 3", "procs_running 1",
+    # counts are the container's (51 in R, 52 in D); the host's intr/ctxt/softirq are scaled
+    # to the 990 s of its 1000 s that the container has lived, so that vmstat's first line
+    # (a counter over the CPU lines' time) shows the host's average rate, not its total
+    for line in ("intr 12221 0 0 1", "ctxt 6721", "softirq 54 0 1 2", "procs_running 1",
                  "procs_blocked 1", "processes 3"):
         assert f"\n{line}\n" in text
+    assert abs(12221 / 990 - 12345 / 1000) < 0.01
     assert text.startswith("cpu  ")
 
 
