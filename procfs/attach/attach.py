@@ -35,6 +35,7 @@ from procfs.attach.errors import NoPermission, NoProcess, Refusal, ServerDown
 from procfs.attach.state import Attachment, StateFile
 from procfs.config import DEFAULT_MOUNT, FSTYPE, state_dir
 from procfs.errors import ProcessGone, ProcfsError
+from procfs.fuse.tree import BINDS
 from procfs.server.record import ServerRecord
 from procfs.server.shards import choose
 from procfs.sources.hostproc import HostProc
@@ -46,11 +47,17 @@ LOCKS = 64  # attaches of one container run one at a time: a lock file per pid %
 
 
 def served_files(mount: str) -> list[str]:
-    """Every file of the mounted tree, relative to it ("proc/meminfo", ...)."""
-    out: list[str] = []
-    for root, _, files in os.walk(mount):
-        out.extend(os.path.relpath(os.path.join(root, f), mount) for f in files)
-    return sorted(out)
+    """What the server mounted at `mount` binds into a container, relative to it: each file
+    ("proc/meminfo", ...) and each directory it serves whole ("sys/devices/system/cpu"), as
+    its `.binds` lists them."""
+    try:
+        with open(os.path.join(mount, BINDS)) as f:
+            return sorted(line.strip() for line in f if line.strip())
+    except FileNotFoundError:  # a server from before `.binds`: its files, each
+        out: list[str] = []
+        for root, _, files in os.walk(mount):
+            out.extend(os.path.relpath(os.path.join(root, f), mount) for f in files)
+        return sorted(out)
 
 
 def server_dev(mount: str, proc_root: str = "/proc") -> str:

@@ -17,6 +17,7 @@ from typing import Any
 
 from procfs.attach.errors import HalfAttached, NoPermission, NoProcess
 from procfs.config import FSTYPE
+from procfs.fuse.tree import normal, path_under
 from procfs.sources.mountinfo import MountEntry, parse_mountinfo
 from procfs.util.nsmount import CLONE_NEWNS, move_mount, open_tree, setns, umount
 
@@ -58,7 +59,7 @@ class Result:
 def _layers(entries: list[MountEntry], target: str, rel: str) -> list[MountEntry]:
     """The procfs binds of `rel` stacked at `target`, bottom first."""
     return [e for e in entries if e.mountpoint == target and e.fstype == FSTYPE
-            and e.root == "/" + rel]
+            and normal(e.root) == "/" + rel]
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,8 @@ def _switch(ns: int, root: int) -> None:
 def attach_child(t: Target, proc_root: str) -> dict[str, Any]:
     with open(os.path.join(proc_root, str(t.pid), "mountinfo")) as f:
         entries = parse_mountinfo(f.read())
-    trees = {b.rel: open_tree(os.path.join(b.mount, b.rel)) for b in t.binds}
+    # the container's own inodes (procfs.fuse.tree), named by a pid of it
+    trees = {b.rel: open_tree(path_under(b.mount, t.pid, b.rel)) for b in t.binds}
     ns, root = _enter(t.pid, proc_root)
     _switch(ns, root)
     res = Result(t.pid)
@@ -170,9 +172,10 @@ def detach_child(t: Target, proc_root: str, created: Sequence[str]) -> dict[str,
     res = Result(t.pid)
     # Every procfs bind of a file at its own twin: ours, whichever server made it.
     for e in entries:
-        if e.fstype == FSTYPE and e.root != "/" and e.mountpoint == t.prefix + e.root:
+        source = normal(e.root)
+        if e.fstype == FSTYPE and source != "/" and e.mountpoint == t.prefix + source:
             umount(e.mountpoint)
-            res.removed.append(e.root.lstrip("/"))
+            res.removed.append(source.lstrip("/"))
     for rel in created:
         _remove_created(t.path(rel))
     res.removed = sorted(set(res.removed))

@@ -3,6 +3,7 @@ its cpuset (capped by its CFS quota) gives it."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 from overlays import cpuinfo, cpulist
@@ -10,6 +11,7 @@ from overlays.cpuview import CpuView
 from procfs.files.host import HostFiles
 from procfs.sources.containers import Container
 
+CPU_DIR_NAME = re.compile(r"cpu[0-9]+")
 # Distinct CPU views whose cpuinfo rendering is kept: a host has few distinct cpusets in use.
 CPUINFO_VIEWS = 256
 
@@ -32,6 +34,12 @@ class CpuFiles:
                 done.clear()
             data = done[view] = cpuinfo.render(cpuinfo.CpuinfoSnapshot(text, view))
         return data
+
+    def hidden(self, c: Container | None, rel: str, name: str) -> bool:
+        """In sys/devices/system/cpu, the cpuN directories of CPUs `c` does not see."""
+        if c is None or rel or not CPU_DIR_NAME.fullmatch(name):
+            return False
+        return int(name[3:]) not in self.host.cpu_view(c).cpus
 
     def cpulist(self, kind: str) -> Callable[[Container], bytes]:
         """The renderer of sys/devices/system/cpu/`kind` (online, possible, present, offline)."""

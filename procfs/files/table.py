@@ -17,7 +17,9 @@ from procfs.files.host import HostFiles
 from procfs.files.io import PRESSURE_KINDS, IoFiles
 from procfs.files.memory import MemoryFiles
 from procfs.files.time import TimeFiles, load_counter
-from procfs.fuse.nodes import FileNode, OverlayNode, Render
+from procfs.fuse.mirror import MirrorNode
+from procfs.fuse.nodes import LastGood, OverlayNode, Render
+from procfs.fuse.tree import Node
 from procfs.kmsg.node import KmsgNode
 from procfs.server.services import Services
 from procfs.sources.io import AbsentFiles
@@ -26,7 +28,7 @@ from procfs.sources.loadavg import LoadTracker
 CPU_DIR = "sys/devices/system/cpu"
 
 
-def all_nodes(s: Services) -> list[FileNode]:
+def all_nodes(s: Services) -> list[Node]:
     host, staleness = s.host, s.config.staleness
     files = HostFiles(host, s.config.cpu_view, s.clock, staleness)
     absent = AbsentFiles(staleness.absent_files, clock=s.clock)
@@ -41,19 +43,23 @@ def all_nodes(s: Services) -> list[FileNode]:
     time = TimeFiles(host, files, tracker=s.keep("loadavg", first_tracker),
                      task_ttl=staleness.task_states, clock=s.clock)
 
+    last_good = s.keep("last_good", LastGood)
+
     def file(path: str, render: Render, host_file: str, mode: int = 0o444
              ) -> OverlayNode:
         """`path` rendered by `render` for a container; a host caller gets `host_file` (under
         the host's /proc, or /sys for a path under sys/)."""
         read = (host.sys_file(host_file[4:]) if host_file.startswith("sys/")
                 else host.proc_file(host_file))
-        return OverlayNode(path, render, read, mode, s.render_cache)
+        return OverlayNode(path, render, read, mode, s.render_cache, last_good, s.clock)
 
-    nodes: list[FileNode] = [
+    nodes: list[Node] = [
         file("proc/meminfo", memory.meminfo, "meminfo"),
         file("proc/swaps", memory.swaps, "swaps"),
         file("proc/vmstat", memory.vmstat, "vmstat"),
         file("proc/cpuinfo", cpu.cpuinfo, "cpuinfo"),
+        # the host's directory, with only the container's cpuN, and these four lists its own
+        MirrorNode(CPU_DIR, os.path.join(host.sys_root, CPU_DIR[4:]), cpu.hidden),
         *(file(f"{CPU_DIR}/{kind}", cpu.cpulist(kind), f"{CPU_DIR}/{kind}")
           for kind in cpulist.KINDS),
         file("proc/stat", time.stat, "stat"),

@@ -10,11 +10,13 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import time
+from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
-from procfs.errors import Refused
+from procfs.errors import ProcfsError, Refused
 from procfs.fuse.rendercache import RenderCache
 from procfs.sources.containers import Container
 
@@ -79,13 +81,44 @@ class BytesFile:
         self.refresh = None
 
 
+PAGE = 4096
+
+
+def size_bound(host_length: int) -> int:
+    """The st_size a container's file reports: above any rendering of it (the kernel's splice
+    and sendfile, busybox `cat` and Python's `shutil.copyfile`, stop there, and Node's
+    `readFileSync` reads no further), whole pages. A container's rendering of a file is never
+    longer than the host's version of it and a page: twice that is room to spare."""
+    return min((2 * max(host_length, 0) + PAGE + PAGE - 1) // PAGE * PAGE, MAX_RENDERED)
+
+
+class LastGood:
+    """The last rendering each container got of each file, for when its view cannot be
+    computed now (its cgroup removed or renamed mid-read, a garbled kernel file): it is given
+    that again, never the host's file. Bounded; a reused key is impossible (Container.key)."""
+
+    def __init__(self, maxsize: int = 8192) -> None:
+        self.maxsize = maxsize
+        self._kept: OrderedDict[tuple[str, tuple[int, int, int]], bytes] = OrderedDict()
+
+    def put(self, path: str, key: tuple[int, int, int], data: bytes) -> None:
+        k = (path, key)
+        self._kept[k] = data
+        self._kept.move_to_end(k)
+        while len(self._kept) > self.maxsize:
+            self._kept.popitem(last=False)
+
+    def get(self, path: str, key: tuple[int, int, int]) -> bytes | None:
+        return self._kept.get((path, key))
+
+
 @dataclass
 class OverlayNode:
-    """A read-only file rendered at open from the caller's container (None: the host).
+    """A read-only file rendered at open for the caller's container (None: the host's file).
 
-    If rendering a container's view fails (its cgroup vanished mid-read, a garbled kernel
-    file, a bug), that one open is answered with the host's file and a log line; `host`
-    raising too ends the request with an errno.
+    If a container's view cannot be rendered (its cgroup vanished mid-read, a garbled kernel
+    file, a bug), that open gets the last rendering the container had of the file, and when it
+    had none an error: never the host's file, which would hand it the host's numbers.
     """
 
     path: str
@@ -93,6 +126,22 @@ class OverlayNode:
     host: Callable[[], bytes]
     mode: int = 0o444
     cache: RenderCache | None = None  # renderings reused for a few ms (--cache-ttl)
+    last_good: LastGood | None = None
+    clock: Callable[[], float] = time.monotonic
+    _bound: tuple[float, int] = field(  # (when, st_size for containers)
+        default=(float("-inf"), 0), init=False, repr=False)
+
+    def size_bound(self) -> int:
+        """st_size of a container's inode of this file (`size_bound`), from the host's file,
+        looked at again at most once a second."""
+        now = self.clock()
+        if now - self._bound[0] >= 1.0:
+            try:
+                length = len(self.host())
+            except Exception:  # the host's file unreadable now: keep what was known
+                length = 0
+            self._bound = (now, max(size_bound(length), self._bound[1]))
+        return self._bound[1]
 
     async def open(self, caller: Caller, flags: int) -> OpenFile:
         if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND):
@@ -101,25 +150,34 @@ class OverlayNode:
         if container is None:
             generate = self.host
         else:
+            key, kept = container.key, self.last_good
 
             def generate() -> bytes:
                 try:
-                    return self.render(container)
+                    data = self.render(container)
                 except Exception as e:
-                    log.warning("%s for pid %d (container %s): %s: %s; serving the host's file",
-                                self.path, caller.pid, container.key, type(e).__name__, e)
-                    return self.host()
+                    last = kept.get(self.path, key) if kept is not None else None
+                    level = logging.INFO if isinstance(e, ProcfsError) else logging.WARNING
+                    log.log(level, "%s for pid %d (container %s): %s: %s; %s", self.path,
+                            caller.pid, key, type(e).__name__, e,
+                            "serving its last rendering" if last is not None else "no answer")
+                    if last is None:
+                        raise
+                    return last
+                if kept is not None:
+                    kept.put(self.path, key, data)
+                return data
 
         cache = self.cache
         if cache is None:
             return BytesFile(generate(), generate)
-        key = (self.path, container.key if container is not None else None)
+        cache_key = (self.path, container.key if container is not None else None)
 
         def cached() -> bytes:
-            data = cache.get(key)
+            data = cache.get(cache_key)
             if data is None:
                 data = generate()
-                cache.put(key, data)
+                cache.put(cache_key, data)
             return data
 
         return BytesFile(cached(), cached)

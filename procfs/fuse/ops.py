@@ -1,8 +1,11 @@
-"""The FUSE operations: a static tree of directories and virtual files.
+"""The FUSE operations over the served tree (`procfs.fuse.tree`).
 
-Work happens in `open` (resolve the caller, render its view); `read` only slices what the open
-kept, since pyfuse3 gives `read` no request context. Only `pyfuse3.FUSEError` leaves a handler:
-`guarded` maps every other exception to an errno through `procfs.errors.to_errno` and logs it.
+Work happens in `open` (find the container, render its view); `read` only slices what the open
+kept, since pyfuse3 gives `read` no request context. A host inode is rendered for whoever opens
+it (the host's file for a host process); a container's inode is rendered for its container,
+and only its processes (or those of a pid namespace nested in it, or the host) may open it.
+Only `pyfuse3.FUSEError` leaves a handler: `guarded` maps every other exception to an errno
+through `procfs.errors.to_errno` and logs it.
 """
 
 from __future__ import annotations
@@ -15,16 +18,17 @@ import os
 import select
 import stat
 import time
-from collections.abc import Callable, Coroutine, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
 import pyfuse3
 
-from procfs.errors import ProcfsError, Refused, to_errno
-from procfs.fuse.nodes import Caller, FileNode, OpenFile
+from procfs.errors import ProcessGone, ProcfsError, Refused, to_errno
+from procfs.fuse.nodes import BytesFile, Caller, FileNode, OpenFile
 from procfs.fuse.rendercache import RenderCache
-from procfs.sources.containers import Resolver
+from procfs.fuse.tree import BINDS, HIDDEN, PIDS, Inode, Inodes, Node, Tree, join
+from procfs.sources.containers import Container, Resolver
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +36,8 @@ T = TypeVar("T")
 P = ParamSpec("P")
 
 # Short timeouts, as LXCFS: the tree never changes, but a stale entry must not outlive long a
-# server that was restarted.
+# server that was restarted. Entries a host directory gives are never cached: the next caller,
+# of another container, must get its own inode (procfs.fuse.tree).
 ENTRY_TIMEOUT = 1.0
 ATTR_TIMEOUT = 1.0
 
@@ -43,15 +48,16 @@ MAX_OPEN_PER_CONTAINER = 4096
 MAX_BUSY_PER_CONTAINER = 16
 
 # pyfuse3's worker tasks (`pyfuse3.main(max_tasks=...)`). With more than one, two idle tasks hand
-# pyfuse3's read lock to each other on every request (README, Speed: 20-40 % more CPU per read
-# with 8 readers). Only a handler that waits (a blocking dev/kmsg read) needs a second task, so
-# a tree without such a file is served by one.
+# pyfuse3's read lock to each other on every request (docs/performance.md: 20-40 % more CPU per
+# read with 8 readers). Only a handler that waits (a blocking dev/kmsg read) needs a second
+# task, so a tree without such a file is served by one.
 MANY_TASKS = 99  # pyfuse3's default
 
 
-def worker_tasks(nodes: Iterable[FileNode]) -> int:
+def worker_tasks(nodes: Iterable[Node]) -> int:
     """The worker tasks a server of `nodes` needs: one unless a node's requests may wait."""
     return MANY_TASKS if any(getattr(n, "waits", False) for n in nodes) else 1
+
 
 Owner = tuple[int, int, int] | None  # a container's key; None: the host
 
@@ -74,70 +80,47 @@ def guarded(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[An
     return wrapper
 
 
-@dataclass
-class Dir:
-    inode: int
-    parent: int
-    children: dict[str, int] = field(default_factory=dict)
+def _enoent() -> pyfuse3.FUSEError:
+    return pyfuse3.FUSEError(errno.ENOENT)
 
 
 @dataclass
-class Tree:
-    dirs: dict[int, Dir]
-    files: dict[int, FileNode]
+class _Listing:
+    """An open directory: the inode, and whose inodes its entries are."""
+
+    inode: Inode
+    viewer: Container | None
 
 
 class ProcFS(pyfuse3.Operations):
-    def __init__(self, nodes: list[FileNode], resolver: Resolver,
+    def __init__(self, nodes: Sequence[Node], resolver: Resolver,
                  cache: RenderCache | None = None) -> None:
         super().__init__()
         self.resolver = resolver
         self.cache = cache
-        self._inodes: dict[str, int] = {"": pyfuse3.ROOT_INODE}  # path → inode, for good
-        self._next_inode = itertools.count(pyfuse3.ROOT_INODE + 1)
+        self.inodes = Inodes()
+        self.inodes.host("")  # the root: pyfuse3.ROOT_INODE
         self.worker_tasks = worker_tasks(nodes)  # fixed once pyfuse3.main runs with it
+        self.tree = Tree()
         self.install(self.build_tree(nodes))
         self._handles: dict[int, OpenFile] = {}
-        self._owners: dict[int, Owner] = {}  # fh → the container that opened it
+        self._owners: dict[int, Owner] = {}  # fh → the container the file was opened for
         self._open: dict[Owner, int] = {}  # container → its open files
         self._busy: dict[Owner, int] = {}  # container → its requests in progress
+        self._listings: dict[int, _Listing] = {}
         self._next_fh = itertools.count(1)
         self._mtime_ns = time.time_ns()
 
-    def _inode(self, path: str) -> int:
-        inode = self._inodes.get(path)
-        if inode is None:
-            inode = self._inodes[path] = next(self._next_inode)
-        return inode
-
-    def build_tree(self, nodes: list[FileNode]) -> Tree:
-        """The tree of `nodes`. A path keeps its inode number across trees (a reload installs a
-        new one under a kernel that cached the old numbers); raises ValueError on a bad path."""
-        root = pyfuse3.ROOT_INODE
-        tree = Tree({root: Dir(root, root)}, {})
-        for node in nodes:
-            *parents, name = node.path.strip("/").split("/")
-            if not name or any(p in ("", ".", "..") for p in [*parents, name]):
-                raise ValueError(f"bad path {node.path!r}")
-            cur, path = tree.dirs[root], ""
-            for part in parents:
-                path = f"{path}/{part}".lstrip("/")
-                inode = cur.children.get(part)
-                if inode is None:
-                    inode = self._inode(path + "/")
-                    tree.dirs[inode] = Dir(inode, cur.inode)
-                    cur.children[part] = inode
-                elif inode not in tree.dirs:
-                    raise ValueError(f"{node.path}: {path} is a file")
-                cur = tree.dirs[inode]
-            if name in cur.children:
-                raise ValueError(f"duplicate path {node.path}")
-            inode = self._inode(node.path.strip("/"))
-            cur.children[name] = inode
-            tree.files[inode] = node
+    def build_tree(self, nodes: Sequence[Node]) -> Tree:
+        """The tree of `nodes`, its host inodes numbered (a path keeps its number across trees:
+        a reload installs a new one under a kernel that cached the old numbers); raises
+        ValueError on a bad path."""
+        tree = Tree.of(nodes)
         if worker_tasks(tree.files.values()) > self.worker_tasks:
             raise ValueError("a file that waits (dev/kmsg) needs more worker tasks than this "
                              "server runs with: restart it, a reload cannot add one")
+        for path in [*tree.dirs, *tree.files, PIDS, BINDS]:
+            self.inodes.host(path)
         return tree
 
     def install(self, tree: Tree) -> None:
@@ -145,85 +128,250 @@ class ProcFS(pyfuse3.Operations):
         Files already open keep their handles, and with them what they rendered."""
         if self.cache is not None:
             self.cache.clear()  # renderings of the old code
-        self.dirs, self.files = tree.dirs, tree.files
+        self.tree = tree
+
+    @property
+    def files(self) -> dict[int, FileNode]:
+        """The host inode of every file, by number."""
+        return {self.inodes.host(path).number: node for path, node in self.tree.files.items()}
 
     def paths(self) -> list[str]:
-        """Every file's path, for attach and docker-flags."""
-        return sorted(node.path for node in self.files.values())
+        """Every file's path."""
+        return sorted(self.tree.files)
 
-    def _attrs(self, inode: int) -> pyfuse3.EntryAttributes:
+    # What a path is.
+
+    def _kind(self, path: str, viewer: Container | None) -> str | None:
+        """"dir", "file", "mirror" (an entry of a host directory served through) or None when
+        `viewer` has no such path."""
+        tree = self.tree
+        if path in tree.files:
+            return "file"
+        if path in tree.dirs:
+            return "dir"
+        found = tree.mirror_of(path)
+        if found is None:
+            return None
+        mirror, rel = found
+        try:
+            mirror.lstat(rel)
+        except OSError:
+            return None
+        return "mirror" if mirror.visible(viewer, rel) else None
+
+    def _inode(self, number: int) -> Inode:
+        inode = self.inodes.get(number)
+        if inode is None:
+            raise _enoent()
+        return inode
+
+    def _attrs(self, inode: Inode, entry_timeout: float = ENTRY_TIMEOUT
+               ) -> pyfuse3.EntryAttributes:
         a = pyfuse3.EntryAttributes()
-        if inode in self.dirs:
-            a.st_mode = stat.S_IFDIR | 0o555
-            a.st_nlink = 2
-        elif inode in self.files:
-            a.st_mode = stat.S_IFREG | self.files[inode].mode
-            a.st_nlink = 1
-            # 0 as the kernel's own /proc files (readers read until EOF), unless the node says
-            # otherwise (dev/kmsg: where SEEK_END lands).
-            a.st_size = getattr(self.files[inode], "size", 0)
-        else:
-            raise pyfuse3.FUSEError(errno.ENOENT)
-        a.st_ino = inode
+        a.st_ino = inode.number
         a.st_blksize = 4096
         a.st_uid = a.st_gid = 0
         a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = self._mtime_ns
-        a.entry_timeout = ENTRY_TIMEOUT
+        a.entry_timeout = entry_timeout
         a.attr_timeout = ATTR_TIMEOUT
+        path, own = inode.path, inode.view is not None
+        if inode.view is None and path == BINDS:
+            a.st_mode, a.st_nlink = stat.S_IFREG | 0o444, 1
+            return a
+        if inode.view is None and (path == PIDS or path.startswith(PIDS + "/")):
+            a.st_mode, a.st_nlink = stat.S_IFDIR | 0o555, 2
+            return a
+        kind = self._kind(path, inode.container)
+        if kind == "dir":
+            a.st_mode, a.st_nlink = stat.S_IFDIR | 0o555, 2
+        elif kind == "file":
+            node = self.tree.files[path]
+            a.st_mode, a.st_nlink = stat.S_IFREG | node.mode, 1
+            # the host's: 0, as the kernel's /proc files (readers read until EOF); a
+            # container's: above any rendering, and asked for again on every open
+            bound = getattr(node, "size_bound", None)
+            a.st_size = bound() if own and bound is not None else getattr(node, "size", 0)
+            if own:
+                a.attr_timeout = 0
+        elif kind == "mirror":
+            found = self.tree.mirror_of(path)
+            assert found is not None
+            try:
+                st = found[0].lstat(found[1])
+            except OSError as e:
+                raise pyfuse3.FUSEError(e.errno or errno.ENOENT) from None
+            a.st_mode, a.st_nlink = st.st_mode, st.st_nlink
+            a.st_uid, a.st_gid = st.st_uid, st.st_gid
+            a.st_size = st.st_size
+            if own and stat.S_ISREG(st.st_mode):
+                a.attr_timeout = 0
+        else:
+            raise _enoent()
         return a
+
+    def _caller(self, pid: int) -> Container | None:
+        if pid == -1:  # no request context (a test calling in): the host
+            return None
+        try:
+            return self.resolver.resolve(pid)
+        except ProcessGone:
+            raise pyfuse3.FUSEError(errno.ESRCH) from None
+
+    def _child(self, parent: Inode, name: str, pid: int) -> tuple[Inode, float]:
+        """The inode `name` in `parent` is for the process `pid`, and its entry timeout."""
+        if parent.view is not None:  # in a container's tree: that container's
+            path = join(parent.path, name)
+            if self._kind(path, parent.container) is None:
+                raise _enoent()
+            return self.inodes.of(parent.container, path), ENTRY_TIMEOUT
+        if parent.path == PIDS:  # .pid/PID: the tree of PID's container
+            if not (name.isascii() and name.isdigit()):
+                raise _enoent()
+            try:
+                c = self.resolver.resolve(int(name))
+            except ProcfsError:
+                raise _enoent() from None
+            if c is None:  # a host process has no tree of its own
+                raise _enoent()
+            # the host's (attach), or a hook's inside that very container (crun's, LXC's)
+            viewer = self._caller(pid)
+            if viewer is not None and viewer.key != c.key and not self.resolver.within(pid, c):
+                raise _enoent()
+            return self.inodes.of(c, ""), 0.0
+        if parent.path == "" and name in HIDDEN:
+            return self.inodes.host(name), ENTRY_TIMEOUT
+        path = join(parent.path, name)
+        viewer = self._caller(pid)
+        if self._kind(path, viewer) is None:
+            raise _enoent()
+        # the next caller may be of another container: never cached
+        return self.inodes.of(viewer, path), 0.0
+
+    @guarded
+    async def lookup(self, parent_inode: int, name: bytes, ctx: Any = None
+                     ) -> pyfuse3.EntryAttributes:
+        parent = self._inode(parent_inode)
+        if name == b".":
+            return self._attrs(parent)
+        if name == b"..":
+            return self._attrs(self._parent(parent))
+        inode, timeout = self._child(parent, os.fsdecode(name), ctx.pid if ctx else -1)
+        attrs = self._attrs(inode, timeout)
+        self.inodes.looked_up(inode)
+        return attrs
+
+    def _parent(self, inode: Inode) -> Inode:
+        if inode.view is not None and inode.path == "":
+            return self.inodes.host(PIDS)
+        return self.inodes.of(inode.container, inode.path.rpartition("/")[0])
 
     @guarded
     async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
-        return self._attrs(inode)
+        return self._attrs(self._inode(inode))
+
+    async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
+        for number, count in inode_list:
+            self.inodes.forget(number, count)
 
     @guarded
-    async def lookup(
-        self, parent_inode: int, name: bytes, ctx: Any = None
-    ) -> pyfuse3.EntryAttributes:
-        d = self.dirs.get(parent_inode)
-        if d is None:
-            raise pyfuse3.FUSEError(errno.ENOTDIR)
-        if name == b".":
-            return self._attrs(d.inode)
-        if name == b"..":
-            return self._attrs(d.parent)
-        inode = d.children.get(os.fsdecode(name))
-        if inode is None:
-            raise pyfuse3.FUSEError(errno.ENOENT)
-        return self._attrs(inode)
+    async def readlink(self, inode: int, ctx: Any) -> bytes:
+        i = self._inode(inode)
+        found = self.tree.mirror_of(i.path)
+        if found is None:
+            raise pyfuse3.FUSEError(errno.EINVAL)
+        return found[0].readlink(found[1])
 
     @guarded
     async def opendir(self, inode: int, ctx: Any) -> int:
-        if inode not in self.dirs:
+        i = self._inode(inode)
+        if not stat.S_ISDIR(self._attrs(i).st_mode):
             raise pyfuse3.FUSEError(errno.ENOTDIR)
-        return inode
+        viewer = i.container if i.view is not None else self._caller(ctx.pid)
+        fh = next(self._next_fh)
+        self._listings[fh] = _Listing(i, viewer)
+        return fh
+
+    def _names(self, listing: _Listing) -> list[str]:
+        i = listing.inode
+        if i.view is None and (i.path == PIDS or i.path.startswith(PIDS + "/")):
+            return []  # containers are reached by name only
+        names = list(self.tree.dirs.get(i.path, []))
+        found = self.tree.mirror_of(i.path)
+        if found is not None:
+            own = set(names)
+            names += [n for n in found[0].names(listing.viewer, found[1]) if n not in own]
+        return sorted(names)
 
     @guarded
     async def readdir(self, fh: int, start_id: int, token: Any) -> None:
-        entries = sorted(self.dirs[fh].children.items())
-        for i, (name, inode) in enumerate(entries[start_id:], start_id + 1):
-            if not pyfuse3.readdir_reply(token, os.fsencode(name), self._attrs(inode), i):
+        listing = self._listings.get(fh)
+        if listing is None:
+            raise pyfuse3.FUSEError(errno.EBADF)
+        parent = listing.inode
+        for i, name in enumerate(self._names(listing)[start_id:], start_id + 1):
+            path = join(parent.path, name)
+            viewer = parent.container if parent.view is not None else listing.viewer
+            if self._kind(path, viewer) is None:  # gone since the listing
+                continue
+            inode = self.inodes.of(viewer, path)
+            timeout = ENTRY_TIMEOUT if parent.view is not None else 0.0
+            if not pyfuse3.readdir_reply(token, os.fsencode(name), self._attrs(inode, timeout),
+                                         i):
                 break
+            self.inodes.looked_up(inode)  # readdirplus: an entry is a lookup
 
     async def releasedir(self, fh: int) -> None:
-        return None
+        self._listings.pop(fh, None)
 
     @guarded
     async def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
-        node = self.files.get(inode)
-        if node is None:
-            raise pyfuse3.FUSEError(errno.EISDIR if inode in self.dirs else errno.ENOENT)
-        log.debug("open %s by pid %d", node.path, ctx.pid)
-        caller = Caller(ctx.pid, ctx.uid, ctx.gid, self.resolver.resolve(ctx.pid))
-        owner = caller.container.key if caller.container is not None else None
+        i = self._inode(inode)
+        log.debug("open %s (%s) by pid %d", i.path, i.view, ctx.pid)
+        if i.view is None and i.path == BINDS:
+            handle: OpenFile = BytesFile("".join(p + "\n" for p in self.tree.bind_points())
+                                         .encode())
+            return self._opened(handle, None)
+        kind = self._kind(i.path, i.container)
+        if kind is None:
+            raise _enoent()
+        if kind == "dir":
+            raise pyfuse3.FUSEError(errno.EISDIR)
+        container = self._for_whom(i, ctx.pid)
+        owner = container.key if container is not None else None
         if owner is not None and self._open.get(owner, 0) >= MAX_OPEN_PER_CONTAINER:
             raise Refused(f"container {owner} holds {MAX_OPEN_PER_CONTAINER} open files",
                           errno.ENFILE)
+        caller = Caller(ctx.pid, ctx.uid, ctx.gid, container)
         self._enter(owner)
         try:
-            handle = await node.open(caller, flags)
+            if kind == "file":
+                handle = await self.tree.files[i.path].open(caller, flags)
+            else:
+                found = self.tree.mirror_of(i.path)
+                assert found is not None
+                handle = await found[0].open(found[1], caller, flags)
         finally:
             self._leave(owner)
+        return self._opened(handle, owner)
+
+    def _for_whom(self, i: Inode, pid: int) -> Container | None:
+        """Whose view an open of `i` by `pid` renders: a host inode is rendered for its
+        caller; a container's inode for its container, opened by one of its processes, a
+        process of a pid namespace nested in it, or the host's (root, which may look)."""
+        caller = self._caller(pid)
+        if i.container is None:
+            return caller
+        try:
+            container = self.resolver.current(i.container)
+        except ProcessGone:
+            raise Refused(f"container {i.view} is gone", errno.ESRCH) from None
+        if caller is not None and caller.key != container.key and \
+                not self.resolver.within(pid, container):
+            raise Refused(f"pid {pid} of container {caller.key} opened a file of container "
+                          f"{container.key}", errno.EACCES)
+        return container
+
+    def _opened(self, handle: OpenFile, owner: Owner) -> pyfuse3.FileInfo:
         fh = next(self._next_fh)
         self._handles[fh] = handle
         self._owners[fh] = owner
@@ -314,4 +462,5 @@ class ProcFS(pyfuse3.Operations):
                 "containers_with_open_files": len(self._open),
                 "most_open_by_one_container": max(self._open.values(), default=0),
                 "requests_in_progress": sum(self._busy.values()),
+                "container_inodes": self.inodes.views(),
                 "worker_tasks": self.worker_tasks}

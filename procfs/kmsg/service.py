@@ -38,8 +38,8 @@ GREETING = b"procfs: kernel log of this container"
 GREETING_PRI = LOG_KERN * 8 + 6  # kern.info
 
 
-def boottime_ns() -> int:
-    return time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+def monotonic_ns() -> int:
+    return time.clock_gettime_ns(time.CLOCK_MONOTONIC)
 
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -70,7 +70,7 @@ class KmsgService:
     host: HostProc
     resolver: Resolver | None = None
     clock: Callable[[], float] = time.monotonic
-    boottime_ns: Callable[[], int] = boottime_ns
+    monotonic_ns: Callable[[], int] = monotonic_ns
     entries: dict[Key, Entry] = field(default_factory=dict)
     waiting: int = 0
 
@@ -79,10 +79,12 @@ class KmsgService:
         return max(1, self.config.total_bytes // max(1, self.config.ring_bytes))
 
     def container_ts_usec(self, c: Container) -> int:
-        """Now, on the clock `c`'s `dmesg -T` reads (CLOCK_BOOTTIME in its time namespace: the
-        host's plus the namespace's boottime offset, which is 0 outside a namespace of its
-        own), so that a record's time of day comes out right."""
-        return max(0, self.boottime_ns() + c.boottime_offset_ns) // 1000
+        """Now, on the clock the kernel stamps records with, as `c` reads it: CLOCK_MONOTONIC
+        in its time namespace (the host's plus the namespace's monotonic offset, 0 outside
+        one of its own). `dmesg -T` turns a stamp into a time of day as boot time + (boottime −
+        monotonic: time suspended) + stamp, all read in the container, so that is the clock
+        that gives its records the right time of day."""
+        return max(0, self.monotonic_ns() + c.monotonic_offset_ns) // 1000
 
     def entry(self, c: Container) -> Entry:
         """`c`'s ring, made (with a first record, so that a reader never finds it empty and

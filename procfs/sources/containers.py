@@ -14,6 +14,7 @@ looked up on every request, so a reused pid cannot carry one container's answer 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import resource
@@ -31,6 +32,7 @@ from procfs.sources.identity import ProcessIdentity
 log = logging.getLogger(__name__)
 
 RELOAD = False  # the resolver and the containers in its cache outlive a reload
+NS_GET_PARENT = 0xB702  # ioctl: the parent of a pid namespace (linux/nsfs.h)
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,45 @@ class Resolver:
         if entry is not None:
             self._drop(ns)
         return self._insert(ns, self._build(pid, ns))
+
+    def current(self, c: Container) -> Container:
+        """`c` as it is now (its cgroups re-read when stale), for a file bound into it: raises
+        ProcessGone once its init has exited, however its pid namespace inode is reused."""
+        entry = self._cache.get(c.pidns)
+        if entry is not None and entry.container.key == c.key and self._alive(entry):
+            self._cache.move_to_end(c.pidns)
+            if self.clock() - entry.cgroups_read_at > self.cgroup_ttl:
+                self._refresh_cgroups(c.pidns, entry)
+            return entry.container
+        if not ProcessIdentity(c.reaper, c.reaper_start).alive(self.host):
+            raise ProcessGone(f"container {c.key}: its init exited")
+        if entry is not None:
+            self._drop(c.pidns)
+        found = self._insert(c.pidns, self._build(c.reaper, c.pidns))
+        if found.key != c.key:  # its init exited between the two looks
+            raise ProcessGone(f"container {c.key}: its init exited")
+        return found
+
+    def within(self, pid: int, c: Container) -> bool:
+        """Whether `pid` lives in `c`'s pid namespace or in one nested in it (a sandbox its
+        processes made: Chrome's, `unshare --pid`)."""
+        try:
+            fd = os.open(self.host.path(pid, "ns/pid"), os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return False
+        try:
+            for _ in range(32):  # the kernel nests pid namespaces at most 32 deep
+                if os.fstat(fd).st_ino == c.pidns:
+                    return True
+                try:
+                    parent = fcntl.ioctl(fd, NS_GET_PARENT)
+                except OSError:  # the top, or one we may not see: not inside `c`
+                    return False
+                os.close(fd)
+                fd = parent
+            return False
+        finally:
+            os.close(fd)
 
     def containers(self) -> list[Container]:
         """The containers seen recently (and still alive)."""

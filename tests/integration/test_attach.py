@@ -15,6 +15,7 @@ from procfs.attach.attach import served_files
 from procfs.attach.errors import ExitCode
 from procfs.attach.state import StateFile
 from procfs.config import FSTYPE
+from procfs.fuse.tree import normal
 from procfs.server.shards import served_by
 from procfs.sources.mountinfo import parse_mountinfo
 from tests.integration.cli import free_total, procfs
@@ -30,7 +31,7 @@ def binds(pid: int) -> dict[str, int]:
         entries = parse_mountinfo(f.read())
     out: dict[str, int] = {}
     for e in entries:
-        if e.fstype == FSTYPE and e.root != "/" and e.mountpoint == e.root:
+        if e.fstype == FSTYPE and e.root != "/" and e.mountpoint == normal(e.root):
             out[e.mountpoint] = out.get(e.mountpoint, 0) + 1
     return out
 

@@ -24,7 +24,7 @@ import pytest
 from procfs.fuse.ops import MAX_OPEN_PER_CONTAINER
 from procfs.server.control import request, socket_path
 from procfs.server.fusectl import DEFAULT_MAX_BACKGROUND, connection_id
-from tests.support.sandbox import Limits, Server, container, served_paths
+from tests.support.sandbox import Limits, Server, container, readable_paths, served_paths
 
 MIB = 1 << 20
 
@@ -163,7 +163,7 @@ def test_soak(own_server: Server, tmp_path: Path) -> None:
     seconds = float(os.environ.get("PROCFS_SOAK_SECONDS", "15"))
     count = int(os.environ.get("PROCFS_SOAK_CONTAINERS", "4"))
     mount = own_server.mountpoint
-    files = ["/" + rel for rel in served_paths(mount) if not rel.startswith("dev/")]
+    files = ["/" + rel for rel in readable_paths(mount) if not rel.startswith("dev/")]
     stop = tmp_path / "stop"
     assert own_server.proc is not None
     server_pid = own_server.proc.pid

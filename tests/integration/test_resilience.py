@@ -200,14 +200,14 @@ def _edit(path: Path, old: str, new: str) -> None:
 
 def test_new_code_and_failing_renderers(state_dir: Path, tmp_path: Path) -> None:
     """The server runs a copy of the code; the test edits the copy and reloads, as an upgrade
-    would: a new line appears, then a renderer that raises (host's file for that read), then a
-    host reader that raises too (EIO for that read), then a syntax error (reload refused, the
-    old code still serves), then the original code again."""
+    would: a new line appears; then a renderer that raises (a container gets its last rendering
+    of the file, or an error when it had none: never the host's file); then a host reader that
+    raises (a host read fails); then a syntax error (reload refused, the old code still
+    serves); then the original code again."""
     code = _copy_code(tmp_path / "code")
     meminfo_py = code / "overlays" / "meminfo.py"
     hostproc_py = code / "procfs" / "sources" / "hostproc.py"
     original = {p: p.read_text() for p in (meminfo_py, hostproc_py, code / "overlays/swaps.py")}
-    host_total = int(Path("/proc/meminfo").read_text().split()[1])
 
     def reload() -> subprocess.CompletedProcess[str]:
         return procfs_cli("reload", "--mount", srv.mountpoint, cwd=code)
@@ -225,16 +225,17 @@ def test_new_code_and_failing_renderers(state_dir: Path, tmp_path: Path) -> None
               "def render(snap: MeminfoSnapshot) -> bytes:\n"
               "    raise RuntimeError('injected fault')\n")
         assert reload().returncode == 0
-        assert mem_total(sb) == host_total  # this read: the host's file
-        assert "injected fault" in srv.log() and "serving the host's file" in srv.log()
+        assert "Upgraded:" in sb.sh("cat /proc/meminfo") and mem_total(sb) == 65536
+        assert "injected fault" in srv.log() and "serving its last rendering" in srv.log()
+        with container(srv.mountpoint, Limits(memory=32 * MIB)) as fresh:  # it had none
+            out = fresh.run(["cat", "/proc/meminfo"], check=False)
+            assert out.returncode != 0 and "Input/output error" in out.stderr
         assert sb.sh("cat /sys/devices/system/cpu/online").strip()  # the rest serves
 
         _edit(hostproc_py, "return lambda: self.text(name).encode()",
               "return lambda: (_ for _ in ()).throw(RuntimeError('host fault ' + name))")
         assert reload().returncode == 0
-        out = sb.run(["cat", "/proc/meminfo"], check=False)
-        assert out.returncode != 0 and "Input/output error" in out.stderr
-        with pytest.raises(OSError):
+        with pytest.raises(OSError):  # the host's own read of it
             (Path(srv.mountpoint) / "proc/meminfo").read_text()
         assert "host fault meminfo" in srv.log()
         assert sb.sh("grep -c ^processor /proc/cpuinfo").strip().isdigit()
@@ -242,7 +243,7 @@ def test_new_code_and_failing_renderers(state_dir: Path, tmp_path: Path) -> None
         _edit(code / "overlays/swaps.py", "HEADER =", "HEADER = (")
         done = reload()
         assert done.returncode == 1 and "reload failed" in done.stdout
-        assert sb.run(["cat", "/proc/meminfo"], check=False).returncode != 0  # still the old
+        assert "Upgraded:" in sb.sh("cat /proc/meminfo")  # still the old code's answer
 
         for path, text in original.items():
             path.write_text(text)

@@ -52,7 +52,7 @@ def test_top_and_uptime_in_a_one_cpu_container(make_container) -> None:
     assert list(rows) == ["cpu", "cpu0"] and all(len(r) == 10 for r in rows.values())
     # no time namespace of its own: the kernel gives it the host's start times, so btime must
     # stay the host's for `ps` to be right (now - uptime would put its processes in the future)
-    assert btime_of(stat) == btime_of(open("/proc/stat").read())
+    assert btime_of(stat) == btime_of(host_file("/proc/stat"))
     assert_ps_times_right(sb, started_wall, elapsed=False)
 
 
@@ -73,9 +73,13 @@ def assert_ps_times_right(sb: Sandbox, started_wall: float, elapsed: bool = True
     assert abs(started - started_wall) <= 2, (lstart, time.ctime(started_wall))
 
 
+def host_file(path: str) -> str:
+    with open(path) as f:
+        return f.read()
+
+
 def host_uptime() -> float:
-    with open("/proc/uptime") as f:
-        return float(f.read().split()[0])
+    return float(host_file("/proc/uptime").split()[0])
 
 
 def test_one_day_boottime_offset(make_container) -> None:
@@ -88,7 +92,7 @@ def test_one_day_boottime_offset(make_container) -> None:
     assert abs(up - (host_uptime() + DAY)) <= 2, up
     assert re.search(r" up 1 day, ", sb.sh("uptime")), sb.sh("uptime")
     assert re.search(r"^top - \S+ up 1 day, ", top_header(sb), re.M)
-    host_btime = btime_of(open("/proc/stat").read())
+    host_btime = btime_of(host_file("/proc/stat"))
     assert abs(btime_of(sb.sh("cat /proc/stat")) - (host_btime - DAY)) <= 1
     assert_ps_times_right(sb, started_wall)
     # idle counts the CPU's real idle time since the container started, not the offset

@@ -204,9 +204,16 @@ class Cgroup:
 
 
 def served_paths(mount: str) -> list[str]:
+    """What the server at `mount` binds into a container: files, and directories bound whole."""
     from procfs.attach.attach import served_files
 
     return served_files(mount)
+
+
+def readable_paths(mount: str) -> list[str]:
+    """A file for each thing the server binds: a bound directory by the CPU list in it."""
+    return [os.path.join(rel, "online") if os.path.isdir(os.path.join(mount, rel)) else rel
+            for rel in served_paths(mount)]
 
 
 class Sandbox:

@@ -18,12 +18,13 @@ V2 = CgroupLayout(v2=CgroupMount("/sys/fs/cgroup", "/", 2),
 
 
 def container(path: str, *, v2: bool = False, pidns: int = 4026530000, reaper: int = 100,
-              start: int = 0, boottime_offset_ns: int = 0) -> Container:
+              start: int = 0, boottime_offset_ns: int = 0,
+              monotonic_offset_ns: int = 0) -> Container:
     if v2:
         dirs = CgroupDirs(V2, CgroupPaths(v2=path))
     else:
         dirs = CgroupDirs(V1, CgroupPaths(v1={"memory": path, "cpuset": path}))
-    return Container(pidns, reaper, start, dirs, 0, boottime_offset_ns)
+    return Container(pidns, reaper, start, dirs, monotonic_offset_ns, boottime_offset_ns)
 
 
 class FakeProc:
@@ -59,7 +60,7 @@ def service(proc: FakeProc, clock: object, *, boottime_s: float = 1000.0,
             **cfg: object) -> KmsgService:
     config = KmsgConfig(host_log="", **cfg)  # type: ignore[arg-type]
     return KmsgService(config, proc.host, None, clock=clock,  # type: ignore[arg-type]
-                       boottime_ns=lambda: int(boottime_s * 1e9))
+                       monotonic_ns=lambda: int(boottime_s * 1e9))
 
 
 __all__ = ["CLK_TCK", "V1", "V2", "FakeProc", "container", "service"]

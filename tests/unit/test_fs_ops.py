@@ -91,16 +91,22 @@ async def test_one_generation_per_open(world: tuple[FakeHost, Path, ProcFS]) -> 
     assert (await cat(ops, "proc/meminfo", 51)).startswith(b"MemTotal:         131072 kB")
 
 
-async def test_vanished_cgroup_serves_host_file(world: tuple[FakeHost, Path, ProcFS],
-                                                caplog: pytest.LogCaptureFixture) -> None:
-    _, cg, ops = world
+async def test_vanished_cgroup_never_serves_the_hosts_file(
+        world: tuple[FakeHost, Path, ProcFS], caplog: pytest.LogCaptureFixture) -> None:
+    """A container whose cgroup is removed (or renamed) under it gets its last rendering of
+    the file, and an error when it had none: never the host's file and its numbers."""
+    host, cg, ops = world
+    host.add_process(60, ppid=1, pidns=NS + 1, nspid=(60, 1), cgroup="0::/box\n")
+    assert (await cat(ops, "proc/meminfo", 51)).startswith(b"MemTotal:         262144 kB")
     for f in (cg / "box").iterdir():
         f.unlink()
     (cg / "box").rmdir()
-    with caplog.at_level(logging.WARNING):
-        out = await cat(ops, "proc/meminfo", 51)
-    assert out.decode().splitlines()[0] == MEMINFO.splitlines()[0]
-    assert "serving the host's file" in caplog.text
+    with caplog.at_level(logging.INFO):
+        assert (await cat(ops, "proc/meminfo", 51)).startswith(b"MemTotal:         262144 kB")
+        with pytest.raises(pyfuse3.FUSEError):  # a container that never had a rendering
+            await cat(ops, "proc/meminfo", 60)
+    assert "serving its last rendering" in caplog.text
+    assert MEMINFO.splitlines()[0] not in caplog.text
 
 
 async def test_vanished_caller_gets_esrch_and_server_goes_on(

@@ -15,7 +15,7 @@ from procfs.errors import CgroupGone, Malformed
 from procfs.files.host import HostFiles
 from procfs.files.io import IoFiles
 from procfs.files.table import all_nodes
-from procfs.fuse.nodes import Caller, OverlayNode
+from procfs.fuse.nodes import Caller, LastGood, OverlayNode
 from procfs.server.services import Services
 from procfs.sources import io as cgroup_io
 from procfs.sources.cgroups import CgroupDirs, CgroupLayout, CgroupPaths
@@ -248,15 +248,25 @@ def test_pressure_on_a_hybrid_host(tmp_path: Path, host: HostProc) -> None:
     assert IoFiles(host).pressure("memory")(c) == own.encode()
 
 
-async def test_garbled_pressure_is_answered_with_the_hosts_file(tmp_path: Path,
-                                                               host: HostProc) -> None:
-    layout, _ = v2_tree(tmp_path)
+async def test_garbled_pressure_is_never_answered_with_the_hosts_file(
+        tmp_path: Path, host: HostProc) -> None:
+    """A container whose pressure file cannot be parsed gets its last good rendering, or an
+    error when it had none: never the host's PSI."""
+    layout, ctr = v2_tree(tmp_path)
     views = IoFiles(host)
     node = OverlayNode("proc/pressure/io", views.pressure("io"),
-                       views.host.proc_file("pressure/io"))
+                       views.host.proc_file("pressure/io"), last_good=LastGood())
     c = container(layout, v2="/kubepods/pod1")
+    with pytest.raises(Malformed):
+        await node.open(Caller(4242, 0, 0, c), os.O_RDONLY)
+    good = "some avg10=1.00 avg60=0.00 avg300=0.00 total=9\n" \
+           "full avg10=0.00 avg60=0.00 avg300=0.00 total=1\n"
+    (ctr / "io.pressure").write_text(good)
     f = await node.open(Caller(4242, 0, 0, c), os.O_RDONLY)
-    assert await f.read(0, 4096) == HOST_PSI.replace("456", "io").encode()
+    assert await f.read(0, 4096) == good.encode()
+    (ctr / "io.pressure").write_text("garbage\n")
+    f = await node.open(Caller(4242, 0, 0, c), os.O_RDONLY)
+    assert await f.read(0, 4096) == good.encode()
 
 
 def test_slabinfo(tmp_path: Path, host: HostProc) -> None:

@@ -108,14 +108,16 @@ async def test_first_record_greets_and_reads_one_per_call(proc: FakeProc) -> Non
     assert e.value.code == errno.EAGAIN
 
 
-async def test_timestamps_are_the_containers_boottime(proc: FakeProc) -> None:
-    """Records are stamped on the clock the container's `dmesg -T` adds them to: its time
-    namespace's CLOCK_BOOTTIME (the host's + the offset), not the time since its start."""
+async def test_timestamps_are_the_containers_monotonic_clock(proc: FakeProc) -> None:
+    """Records are stamped on the clock `dmesg -T` makes a time of day of: the kernel's
+    (CLOCK_MONOTONIC) in the container's time namespace (the host's + its offset), not the
+    time since the container's start."""
     from procfs.kmsg.service import CLK_TCK
     svc = service(proc, trio.current_time, boottime_s=100.0)
-    c = container("/c", start=40 * CLK_TCK, boottime_offset_ns=5_000_000_000)
+    c = container("/c", start=40 * CLK_TCK, monotonic_offset_ns=5_000_000_000)
     assert svc.container_ts_usec(c) == 105_000_000  # 100 + 5 s
-    c = container("/c", start=40 * CLK_TCK, boottime_offset_ns=-95_000_000_000)
+    c = container("/c", start=40 * CLK_TCK, monotonic_offset_ns=-95_000_000_000,
+                  boottime_offset_ns=-95_000_000_000)
     assert svc.container_ts_usec(c) == 5_000_000  # a clock started at 0 five seconds ago
     assert svc.container_ts_usec(container("/c", start=40 * CLK_TCK)) == 100_000_000
 
