@@ -28,17 +28,8 @@ from typing import Any
 
 import trio
 
-from procfs.runtime.seccomp import (
-    AUDIT_ARCH_AARCH64,
-    AUDIT_ARCH_X86_64,
-    SECCOMP_FILTER_FLAG_NEW_LISTENER,
-    SECCOMP_RET_ALLOW,
-    SECCOMP_RET_USER_NOTIF,
-    SECCOMP_SET_MODE_FILTER,
-    SYS_SECCOMP,
-)
+from procfs.runtime.seccomp import install_notify_filter
 
-ARCH = {"x86_64": AUDIT_ARCH_X86_64, "aarch64": AUDIT_ARCH_AARCH64}[platform.machine()]
 SYSINFO = {"x86_64": 99, "aarch64": 179}[platform.machine()]
 GETPPID = {"x86_64": 110, "aarch64": 173}[platform.machine()]
 FIELDS = ("uptime", "loads0", "loads1", "loads2", "totalram", "freeram", "sharedram",
@@ -50,25 +41,6 @@ libc.syscall.restype = ctypes.c_long
 libc.mmap.restype = ctypes.c_void_p
 libc.mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
                       ctypes.c_long)
-
-
-def install_filter(nrs: Iterable[int]) -> int:
-    """Notify `nrs` on this thread (and its children); return the listener fd."""
-    nrs = list(nrs)
-    n = len(nrs)
-    prog = [(0x20, 0, 0, 4), (0x15, 0, n + 1, ARCH), (0x20, 0, 0, 0)]  # ld arch; jeq; ld nr
-    prog += [(0x15, n - k, 0, nr) for k, nr in enumerate(nrs)]  # jeq nr -> notify
-    prog += [(0x06, 0, 0, SECCOMP_RET_ALLOW), (0x06, 0, 0, SECCOMP_RET_USER_NOTIF)]
-    code = b"".join(struct.pack("=HBBI", *insn) for insn in prog)
-    buf = ctypes.create_string_buffer(code, len(code))
-    fprog = ctypes.create_string_buffer(struct.pack("=H6xQ", len(prog), ctypes.addressof(buf)))
-    if libc.prctl(38, 1, 0, 0, 0) != 0:  # PR_SET_NO_NEW_PRIVS
-        raise OSError(ctypes.get_errno(), "prctl")
-    fd = int(libc.syscall(SYS_SECCOMP[platform.machine()], SECCOMP_SET_MODE_FILTER,
-                          SECCOMP_FILTER_FLAG_NEW_LISTENER, fprog))
-    if fd < 0:
-        raise OSError(ctypes.get_errno(), "seccomp")
-    return fd
 
 
 def _call(cmd: str) -> dict[str, Any]:
@@ -95,7 +67,7 @@ def _call(cmd: str) -> dict[str, Any]:
 def child_main(argv: Sequence[str]) -> None:
     """argv: CONTROL_FD NRS [LISTENER_PATH STATE_JSON]"""
     control = socket.socket(fileno=int(argv[0]))
-    fd = install_filter(int(x) for x in argv[1].split(","))
+    fd = install_notify_filter(int(x) for x in argv[1].split(","))
     if len(argv) > 2:  # like runc: connect to listenerPath, send the state and the fd
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
             s.connect(argv[2])
@@ -124,12 +96,13 @@ class NotifyChild:
 
     @classmethod
     def start(cls, nrs: Iterable[int] = (SYSINFO,), listener_path: str | None = None,
-              state: dict[str, Any] | None = None) -> NotifyChild:
+              state: dict[str, Any] | str | None = None) -> NotifyChild:
+        """`state`: what it sends to `listener_path` with its fd (a str as it is)."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         argv = [sys.executable, "-m", "tests.notify_child", str(theirs.fileno()),
                 ",".join(str(n) for n in nrs)]
         if listener_path is not None:
-            argv += [listener_path, json.dumps(state if state is not None else {})]
+            argv += [listener_path, state if isinstance(state, str) else json.dumps(state or {})]
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         proc = subprocess.Popen(argv, pass_fds=[theirs.fileno()], cwd=root)
         theirs.close()
@@ -150,6 +123,10 @@ class NotifyChild:
     def request(self, cmd: str, timeout: float = 10.0) -> dict[str, Any]:
         """Blocking: only when something else answers the notifications."""
         self.send(cmd)
+        return self.reply_now(timeout)
+
+    def reply_now(self, timeout: float = 10.0) -> dict[str, Any]:
+        """The answer to a request sent with `send`, blocking."""
         self.control.settimeout(timeout)
         while b"\n" not in self._buf:
             chunk = self.control.recv(65536)

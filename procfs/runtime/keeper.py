@@ -92,10 +92,13 @@ class Consumer:
 
 
 class Keeper:
-    def __init__(self, runtime_path: str, consumer_path: str,
+    def __init__(self, runtime_path: str, consumer_path: str, *,
+                 runtime_timeout: float = RUNTIME_TIMEOUT, retire_timeout: float = RETIRE_TIMEOUT,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.runtime_path = runtime_path
         self.consumer_path = consumer_path
+        self.runtime_timeout = runtime_timeout
+        self.retire_timeout = retire_timeout
         self.clock = clock
         self.id = uuid.uuid4().hex
         self.held: dict[int, Held] = {}  # key -> held listener
@@ -200,7 +203,8 @@ class Keeper:
     def _timers(self) -> None:
         now = self.clock()
         for conn in [c for c in self.runtime_conns.values() if c.deadline <= now]:
-            log.warning("runtime connection: incomplete message after %.0f s", RUNTIME_TIMEOUT)
+            log.warning("runtime connection: incomplete message after %.1f s",
+                        self.runtime_timeout)
             self._finish_runtime(conn)
         for c in [c for c in self.consumers.values() if c.state == "retiring"
                   and c.deadline <= now]:
@@ -245,7 +249,7 @@ class Keeper:
                 log.warning("accepting a runtime: %s", e)
                 return
             sock.setblocking(False)
-            conn = RuntimeConn(sock, self.clock() + RUNTIME_TIMEOUT)
+            conn = RuntimeConn(sock, self.clock() + self.runtime_timeout)
             self.runtime_conns[sock.fileno()] = conn
             self.poll.register(sock.fileno(), select.POLLIN)
 
@@ -326,7 +330,7 @@ class Keeper:
         if c.state not in ("pending", "active"):
             return
         log.info("retiring consumer pid %d", c.pid)
-        c.state, c.deadline = "retiring", self.clock() + RETIRE_TIMEOUT
+        c.state, c.deadline = "retiring", self.clock() + self.retire_timeout
         c.out.clear()
         with contextlib.suppress(OSError):
             kp.send(c.sock, kp.Retire())
@@ -449,6 +453,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="linux.seccomp.listenerPath (default %(default)s)")
     p.add_argument("--consumer-socket", default=DEFAULT_CONSUMER_SOCKET,
                    help="where the server connects (default %(default)s)")
+    p.add_argument("--runtime-timeout", type=float, default=RUNTIME_TIMEOUT,
+                   help="seconds a runtime has to send its message (default %(default)s)")
+    p.add_argument("--retire-timeout", type=float, default=RETIRE_TIMEOUT,
+                   help="seconds a replaced consumer has to close (default %(default)s)")
     p.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
@@ -456,7 +464,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda *_: None)  # woken through the wakeup fd
     signal.signal(signal.SIGINT, lambda *_: None)
-    keeper = Keeper(args.runtime_socket, args.consumer_socket)
+    keeper = Keeper(args.runtime_socket, args.consumer_socket,
+                    runtime_timeout=args.runtime_timeout, retire_timeout=args.retire_timeout)
     if not keeper.lock():
         print("running", flush=True)  # another keeper serves these sockets
         return 0
@@ -475,10 +484,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def start_keeper(runtime_socket: str, consumer_socket: str, *, log_path: str | None = None,
-                 python: str = sys.executable, timeout: float = 10.0) -> subprocess.Popen[bytes]:
+                 python: str = sys.executable, timeout: float = 10.0,
+                 options: Sequence[str] = ()) -> subprocess.Popen[bytes]:
     """Start a keeper in a session of its own and wait until it listens (or another keeper
     already does). Blocking (about 0.1 s); `sysinfo_service` has the trio version."""
-    proc = spawn_keeper(runtime_socket, consumer_socket, log_path=log_path, python=python)
+    proc = spawn_keeper(runtime_socket, consumer_socket, log_path=log_path, python=python,
+                        options=options)
     assert proc.stdout is not None
     ready = select.select([proc.stdout], [], [], timeout)[0]
     line = proc.stdout.readline() if ready else b""
@@ -491,7 +502,8 @@ def start_keeper(runtime_socket: str, consumer_socket: str, *, log_path: str | N
 
 
 def spawn_keeper(runtime_socket: str, consumer_socket: str, *, log_path: str | None = None,
-                 python: str = sys.executable) -> subprocess.Popen[bytes]:
+                 python: str = sys.executable, options: Sequence[str] = ()
+                 ) -> subprocess.Popen[bytes]:
     """The keeper process, started; it prints "ready" (or "running": another keeper has
     these sockets) on its stdout, a pipe."""
     log_fd = os.open(log_path or os.devnull, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
@@ -502,7 +514,7 @@ def spawn_keeper(runtime_socket: str, consumer_socket: str, *, log_path: str | N
     try:
         return subprocess.Popen(  # this very code, whatever the caller's directory
             [python, "-m", "procfs.runtime.keeper", "--runtime-socket", runtime_socket,
-             "--consumer-socket", consumer_socket],
+             "--consumer-socket", consumer_socket, *options],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log_fd,
             start_new_session=True, cwd="/", env=env,
         )

@@ -110,7 +110,8 @@ def decode(data: bytes) -> Message | None:
         return None
     if not isinstance(obj, dict):
         return None
-    kind = _TYPES.get(obj.get("type"))  # type: ignore[arg-type]
+    name = obj.get("type")
+    kind = _TYPES.get(name) if isinstance(name, str) else None
     if kind is None:
         return None
     args: dict[str, Any] = {}

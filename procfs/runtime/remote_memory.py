@@ -33,6 +33,7 @@ class RemoteWriter:
         self._buf = ctypes.create_string_buffer(capacity)
         self._local = _Iovec(ctypes.addressof(self._buf), 0)
         self._remote = _Iovec(0, 0)
+        self._local_ref, self._remote_ref = ctypes.byref(self._local), ctypes.byref(self._remote)
         self.use_vm_writev = True  # turned off for good after ENOSYS
 
     def write(self, pid: int, addr: int, data: bytes) -> int:
@@ -45,8 +46,7 @@ class RemoteWriter:
             ctypes.memmove(self._buf, data, n)
             self._local.len = self._remote.len = n
             self._remote.base = addr
-            done = _process_vm_writev(pid, ctypes.byref(self._local), 1,
-                                      ctypes.byref(self._remote), 1, 0)
+            done = _process_vm_writev(pid, self._local_ref, 1, self._remote_ref, 1, 0)
             if done == n:
                 return 0
             if done >= 0:

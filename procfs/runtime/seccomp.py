@@ -25,8 +25,11 @@ import errno
 import fcntl
 import os
 import platform
+import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
+from typing import NamedTuple
 
 SECCOMP_SET_MODE_FILTER = 1
 SECCOMP_GET_NOTIF_SIZES = 3
@@ -43,6 +46,7 @@ AUDIT_ARCH_ARM = 0x40000028
 X32_SYSCALL_BIT = 0x40000000
 
 SYS_SECCOMP = {"x86_64": 317, "aarch64": 277}
+NATIVE_ARCH = {"x86_64": AUDIT_ARCH_X86_64, "aarch64": AUDIT_ARCH_AARCH64}
 SYS_KCMP = {"x86_64": 312, "aarch64": 272}
 KCMP_FILE = 0
 
@@ -115,13 +119,26 @@ def notif_sizes() -> SeccompNotifSizes:
     return sizes
 
 
-@dataclass(frozen=True)
-class Notification:
+# The same layouts as struct formats: decoding with them is what the answer path does (a
+# NamedTuple from one unpack costs a third of reading the ctypes fields into a dataclass).
+NOTIF = struct.Struct("=QIIiIQ6Q")
+RESP = struct.Struct("=QqiI")
+ID = struct.Struct("=Q")
+
+
+class Notification(NamedTuple):
     id: int
     pid: int  # the calling thread (a TID), in the receiver's pid namespace; 0 if not visible
+    flags: int
     nr: int
     arch: int
-    args: tuple[int, int, int, int, int, int]
+    instruction_pointer: int
+    arg0: int
+    arg1: int
+    arg2: int
+    arg3: int
+    arg4: int
+    arg5: int
 
 
 @dataclass(frozen=True)
@@ -150,29 +167,26 @@ class Listener:
     def __init__(self, fd: int) -> None:
         sizes = notif_sizes()
         self.fd = fd
-        self._recv = bytearray(max(sizes.seccomp_notif, ctypes.sizeof(SeccompNotif)))
-        self._notif = SeccompNotif.from_buffer(self._recv)
-        self._send = bytearray(max(sizes.seccomp_notif_resp, ctypes.sizeof(SeccompNotifResp)))
-        self._resp = SeccompNotifResp.from_buffer(self._send)
-        self._id = ctypes.c_uint64()
+        self._recv = bytearray(max(sizes.seccomp_notif, NOTIF.size))
+        self._zero = bytes(len(self._recv))
+        self._send = bytearray(max(sizes.seccomp_notif_resp, RESP.size))
+        self._id = bytearray(ID.size)
 
     def receive(self) -> Notification | None:
         """The next notification; None when it went away first (its caller got a signal).
         Blocks while none waits: poll for POLLIN first."""
-        ctypes.memset(ctypes.addressof(self._notif), 0, len(self._recv))  # the kernel insists
+        self._recv[:] = self._zero  # the kernel insists
         try:
             fcntl.ioctl(self.fd, SECCOMP_IOCTL_NOTIF_RECV, self._recv)
         except OSError as e:
             if e.errno in (errno.ENOENT, errno.EINTR):
                 return None
             raise
-        n, d = self._notif, self._notif.data
-        return Notification(n.id, n.pid, d.nr, d.arch, tuple(d.args))
+        return Notification._make(NOTIF.unpack_from(self._recv))
 
     def send(self, resp: Response) -> bool:
         """Answer; False when the caller no longer waits (killed, or the id was answered)."""
-        r = self._resp
-        r.id, r.val, r.error, r.flags = resp.id, resp.val, resp.error, resp.flags
+        RESP.pack_into(self._send, 0, resp.id, resp.val, resp.error, resp.flags)
         try:
             fcntl.ioctl(self.fd, SECCOMP_IOCTL_NOTIF_SEND, self._send)
         except OSError as e:
@@ -184,7 +198,7 @@ class Listener:
     def id_valid(self, id: int) -> bool:
         """Whether notification `id` still waits: its caller is alive, so a pid read since it
         was received still names that caller."""
-        self._id.value = id
+        ID.pack_into(self._id, 0, id)
         try:
             fcntl.ioctl(self.fd, SECCOMP_IOCTL_NOTIF_ID_VALID, self._id)
         except OSError as e:
@@ -211,3 +225,29 @@ def same_file(a: int, b: int) -> bool:
         return False
     pid = os.getpid()
     return bool(_libc.syscall(nr, pid, pid, KCMP_FILE, a, b) == 0)
+
+
+def install_notify_filter(nrs: Iterable[int]) -> int:
+    """Make the calling thread (and what it forks and executes) notify the native syscalls
+    `nrs`; return the new listener fd. What runc does for a container, for the tests and the
+    benchmark. Sets no_new_privs."""
+    machine = platform.machine()
+    if machine not in SYS_SECCOMP:
+        raise Unsupported(errno.ENOSYS, f"no seccomp syscall number for {machine}")
+    nrs = list(nrs)
+    n = len(nrs)
+    ld_abs, jeq, ret = 0x20, 0x15, 0x06  # BPF_LD|BPF_W|BPF_ABS, BPF_JMP|BPF_JEQ|BPF_K, BPF_RET
+    prog = [(ld_abs, 0, 0, 4), (jeq, 0, n + 1, NATIVE_ARCH[machine]), (ld_abs, 0, 0, 0)]
+    prog += [(jeq, n - k, 0, nr) for k, nr in enumerate(nrs)]  # -> the last instruction
+    prog += [(ret, 0, 0, SECCOMP_RET_ALLOW), (ret, 0, 0, SECCOMP_RET_USER_NOTIF)]
+    code = b"".join(struct.pack("=HBBI", *insn) for insn in prog)
+    insns = ctypes.create_string_buffer(code, len(code))
+    fprog = ctypes.create_string_buffer(struct.pack("=H6xQ", len(prog), ctypes.addressof(insns)))
+    if _libc.prctl(38, 1, 0, 0, 0) != 0:  # PR_SET_NO_NEW_PRIVS
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
+    fd = int(_libc.syscall(SYS_SECCOMP[machine], SECCOMP_SET_MODE_FILTER,
+                           SECCOMP_FILTER_FLAG_NEW_LISTENER, fprog))
+    if fd < 0:
+        e = ctypes.get_errno()
+        raise OSError(e, f"seccomp(SECCOMP_SET_MODE_FILTER): {os.strerror(e)}")
+    return fd

@@ -69,26 +69,27 @@ COMPAT = struct.Struct("=i3I6IHHIII8x")  # struct compat_sysinfo: 64 bytes
 
 
 def _clamp(v: int, top: int) -> int:
-    return min(max(v, 0), top)
+    return top if v > top else v if v > 0 else 0
 
 
 def sysinfo_loads(avenrun: tuple[int, int, int]) -> tuple[int, int, int]:
     shift = SI_LOAD_SHIFT - FSHIFT
-    a, b, c = (_clamp(x, U64 >> shift) << shift for x in avenrun)
-    return a, b, c
+    top = U64 >> shift
+    a, b, c = avenrun
+    return _clamp(a, top) << shift, _clamp(b, top) << shift, _clamp(c, top) << shift
 
 
 def kernel_uptime(seconds: float) -> int:
     """Whole seconds, rounded up as do_sysinfo rounds any nanoseconds up."""
-    if not math.isfinite(seconds):
+    if not seconds > 0:  # NaN too
         return 0
-    return _clamp(math.ceil(seconds), S64_MAX)
+    return S64_MAX if seconds >= S64_MAX else math.ceil(seconds)
 
 
 def _memory(v: SysinfoValues) -> tuple[list[int], int]:
     """The six memory fields and mem_unit, as do_sysinfo leaves them on a 64-bit kernel."""
-    mem = [_clamp(x, U64) for x in (v.totalram, v.freeram, v.sharedram, v.bufferram,
-                                     v.totalswap, v.freeswap)]
+    mem = [_clamp(v.totalram, U64), _clamp(v.freeram, U64), _clamp(v.sharedram, U64),
+           _clamp(v.bufferram, U64), _clamp(v.totalswap, U64), _clamp(v.freeswap, U64)]
     if mem[0] + mem[4] <= U64:
         return mem, 1
     return [x // PAGE_SIZE for x in mem], PAGE_SIZE
@@ -108,9 +109,10 @@ def pack_compat(v: SysinfoValues) -> bytes:
             unit <<= 1
             bits += 1
         mem = [x >> bits for x in mem]
+    loads = sysinfo_loads(v.avenrun)
     return COMPAT.pack(min(kernel_uptime(v.uptime), S32_MAX),
-                       *(_clamp(x, U32) for x in sysinfo_loads(v.avenrun)),
-                       *(_clamp(x, U32) for x in mem), _clamp(v.procs, U16), 0, 0, 0, unit)
+                       *(_clamp(x, U32) for x in loads), *(_clamp(x, U32) for x in mem),
+                       _clamp(v.procs, U16), 0, 0, 0, unit)
 
 
 @dataclass(frozen=True)
@@ -146,6 +148,9 @@ class SysinfoAnswerer:
         self.values = values
         self.writer = writer or RemoteWriter(NATIVE.size)
         self.errors = 0  # callback exceptions (logged: the first, then every 1000th)
+        # The last struct packed: a server that hands out one cached SysinfoValues per
+        # container and interval gets it packed once.
+        self._last: tuple[SysinfoValues | None, Abi | None, bytes] = (None, None, b"")
 
     def answer(self, listener: Listener, n: Notification) -> Outcome:
         """Answer `n` (received from `listener`); OSError only from the listener's ioctls."""
@@ -153,7 +158,11 @@ class SysinfoAnswerer:
         v = self._values(n.pid) if abi is not None and n.pid > 0 else None
         if abi is None or v is None:
             return self._continue(listener, n)
-        err = self.writer.write(n.pid, n.args[0] & abi.pointer_mask, abi.pack(v))
+        last_v, last_abi, data = self._last
+        if v is not last_v or abi is not last_abi:
+            data = abi.pack(v)
+            self._last = (v, abi, data)
+        err = self.writer.write(n.pid, n.arg0 & abi.pointer_mask, data)
         if err not in (0, errno.EFAULT):
             return self._continue(listener, n)
         # Valid now means the caller was alive all along: the thread we wrote to and asked

@@ -137,7 +137,7 @@ async def serve_sysinfo(keeper_socket: str, values: ValuesFn, *,
     service = SysinfoService()
     held = _Listeners()
     keepers = _Keepers(keeper_socket, runtime_socket, keeper_log)
-    started = False
+    started = retired = False
 
     def ready() -> None:
         nonlocal started
@@ -168,8 +168,9 @@ async def serve_sysinfo(keeper_socket: str, values: ValuesFn, *,
                     return
                 log.warning("sysinfo: keeper connection lost; reconnecting")
     finally:
-        with trio.CancelScope(shield=True):
-            await _hand_off(held, keepers)
+        if not retired:  # the keeper that retired us holds every copy
+            with trio.CancelScope(shield=True):
+                await _hand_off(held, keepers)
         keepers.disconnect()
         held.close()
         keepers.reap()
