@@ -2,13 +2,15 @@
 
     python -m benchmarks.sysinfo [--calls N] [--rounds R] [--out FILE]
 
-Each round runs `sysinfo_probe lat N` (N calls, each timed alone) three ways, in turn:
+Each round runs `sysinfo_probe lat N` (N calls, each timed alone) these ways, in turn:
 - kernel: no filter;
 - served: under a filter notifying sysinfo, its listener handed (as runc hands it) to a keeper
   and answered by `serve_sysinfo` in another process, with fixed numbers (the server's own
   `values` callback comes on top);
 - continued: the same, the callback answering None (the kernel answers after the round trip:
-  the cost for a process the server does not serve).
+  the cost for a process the server does not serve);
+- floor, floor-continued: the same round trips answered by a small C program
+  (`sysinfo_floor.c`): what the kernel's notification path costs by itself.
 Prints p50/p99/mean per way, the median over rounds.
 """
 
@@ -28,7 +30,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 PROBE_SOURCE = Path(__file__).with_name("sysinfo_probe.c")
-WAYS = ("kernel", "served", "continued")
+FLOOR_SOURCE = Path(__file__).with_name("sysinfo_floor.c")
+WAYS = ("kernel", "served", "continued", "floor", "floor-continued")
 
 
 def consume(keeper_socket: str, answer: bool) -> None:
@@ -73,7 +76,8 @@ def _launch(runtime_socket: str, argv: Sequence[str]) -> None:
 
 @contextlib.contextmanager
 def _running(argv: list[str], wait_for: bytes) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
@@ -98,8 +102,9 @@ def _lat(argv: list[str]) -> tuple[int, int, float]:
 def run(calls: int, rounds: int) -> dict[str, dict[str, float]]:
     me = [sys.executable, "-m", "benchmarks.sysinfo"]
     with tempfile.TemporaryDirectory(prefix="procfs-si-bench-") as d:
-        probe = os.path.join(d, "sysinfo_probe")
-        subprocess.run(["gcc", "-O2", "-Wall", "-o", probe, str(PROBE_SOURCE)], check=True)
+        probe, floor = os.path.join(d, "sysinfo_probe"), os.path.join(d, "sysinfo_floor")
+        for source, binary in ((PROBE_SOURCE, probe), (FLOOR_SOURCE, floor)):
+            subprocess.run(["gcc", "-O2", "-Wall", "-o", binary, str(source)], check=True)
         runtime, keeper = os.path.join(d, "rt.sock"), os.path.join(d, "keeper.sock")
         samples: dict[str, list[tuple[int, int, float]]] = {w: [] for w in WAYS}
         keeper_argv = [sys.executable, "-m", "procfs.runtime.keeper", "--runtime-socket",
@@ -111,6 +116,8 @@ def run(calls: int, rounds: int) -> dict[str, dict[str, float]]:
                     with _running([*me, "consume", keeper, flag], b"synced"):
                         samples[way].append(_lat([*me, "launch", runtime, "--", probe, "lat",
                                                   str(calls)]))
+                for way, flag in (("floor", "answer"), ("floor-continued", "continue")):
+                    samples[way].append(_lat([floor, flag, probe, "lat", str(calls)]))
     return {w: {"p50_ns": statistics.median(s[0] for s in samples[w]),
                 "p99_ns": statistics.median(s[1] for s in samples[w]),
                 "mean_ns": statistics.median(s[2] for s in samples[w])} for w in WAYS}

@@ -54,7 +54,7 @@ from typing import Any
 
 from procfs.runtime import keeper_protocol as kp
 from procfs.runtime.seccomp import is_listener
-from procfs.runtime.seccomp_agent import ProcessState, RuntimeMessage
+from procfs.runtime.seccomp_agent import MAX_FDS, ProcessState, RuntimeMessage
 
 log = logging.getLogger("procfs.keeper")
 
@@ -63,7 +63,9 @@ DEFAULT_CONSUMER_SOCKET = "/run/procfs/sysinfo-keeper.sock"
 RUNTIME_TIMEOUT = 5.0  # s a runtime has to send its whole message
 RETIRE_TIMEOUT = 2.0  # s a replaced consumer has to close its copies
 RETRY_SEND = 0.05  # s before retrying a send refused for too many fds in flight
+ACCEPT_PAUSE = 1.0  # s without accepting after running out of fds (the peers wait in the backlog)
 MAX_RUNTIME_CONNS = 256  # half-read runtime connections at once; more wait in the backlog
+BASE_FDS = 16  # stdio, lock, sockets, wakeup pipe, and some to spare
 HANGUP = select.POLLHUP | select.POLLERR | select.POLLNVAL
 
 
@@ -113,6 +115,8 @@ class Keeper:
         self._lock_fd = -1
         self._runtime_ino: tuple[int, int] | None = None
         self._wakeup_r = -1
+        self._paused: dict[int, float] = {}  # listening socket fd -> when to accept again
+        self.fd_limit = 1 << 20  # read again by bind()
 
     # -- setup ----------------------------------------------------------------------------
 
@@ -129,6 +133,7 @@ class Keeper:
         return True
 
     def bind(self) -> None:
+        self.fd_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         self.consumer_sock = self._listen(self.consumer_path, socket.SOCK_SEQPACKET)
         self.runtime_sock = self._listen(self.runtime_path, socket.SOCK_STREAM)
         st = os.stat(self.runtime_path)
@@ -198,6 +203,7 @@ class Keeper:
         times = [c.deadline for c in self.runtime_conns.values()]
         times += [c.deadline for c in self.consumers.values() if c.state == "retiring"]
         times += [c.retry_at for c in self.consumers.values() if c.retry_at]
+        times += list(self._paused.values())
         return min(times) - now if times else None
 
     def _timers(self) -> None:
@@ -213,7 +219,18 @@ class Keeper:
         for c in [c for c in self.consumers.values() if c.retry_at and c.retry_at <= now]:
             c.retry_at = 0.0
             self._flush(c)
+        for fd in [fd for fd, t in self._paused.items() if t <= now]:
+            del self._paused[fd]
+            with contextlib.suppress(KeyError, ValueError):  # closed meanwhile (drain)
+                self.poll.register(fd, select.POLLIN)
         self._activate()
+
+    def _pause_accepting(self, sock: socket.socket, e: OSError) -> None:
+        """Out of fds: stop polling the listening socket for a while (it would stay readable
+        and spin the loop); connections wait in its backlog."""
+        log.warning("accepting: %s; pausing %.0f s", e, ACCEPT_PAUSE)
+        self.poll.unregister(sock.fileno())
+        self._paused[sock.fileno()] = self.clock() + ACCEPT_PAUSE
 
     def _signals(self) -> None:
         with contextlib.suppress(BlockingIOError):
@@ -228,7 +245,9 @@ class Keeper:
         self.draining = True
         log.info("draining: %d listeners held", len(self.held))
         if self.runtime_sock is not None:
-            self.poll.unregister(self.runtime_sock.fileno())
+            fd = self.runtime_sock.fileno()
+            if self._paused.pop(fd, None) is None:
+                self.poll.unregister(fd)
             self.runtime_sock.close()
             self.runtime_sock = None
             with contextlib.suppress(OSError):
@@ -238,15 +257,25 @@ class Keeper:
 
     # -- runtimes (runc, crun) -----------------------------------------------------------
 
+    def _headroom(self) -> int:
+        """Fds we may still open: a listener that arrives when there is no room for it is
+        dropped by the kernel (and with it, maybe, the container's last copy)."""
+        used = BASE_FDS + len(self.held) + len(self.consumers)
+        used += sum(1 + MAX_FDS for _ in self.runtime_conns)
+        return self.fd_limit - used
+
     def _accept_runtime(self) -> None:
         assert self.runtime_sock is not None
         while len(self.runtime_conns) < MAX_RUNTIME_CONNS:
+            if self._headroom() < 2 * (1 + MAX_FDS):
+                self._pause_accepting(self.runtime_sock, OSError(errno.EMFILE, "fds running low"))
+                return
             try:
                 sock, _ = self.runtime_sock.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as e:  # EMFILE and the like: the peer waits in the backlog
-                log.warning("accepting a runtime: %s", e)
+            except OSError as e:  # EMFILE and the like
+                self._pause_accepting(self.runtime_sock, e)
                 return
             sock.setblocking(False)
             conn = RuntimeConn(sock, self.clock() + self.runtime_timeout)
@@ -314,7 +343,7 @@ class Keeper:
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as e:
-                log.warning("accepting a consumer: %s", e)
+                self._pause_accepting(self.consumer_sock, e)
                 break
             sock.setblocking(False)
             creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)

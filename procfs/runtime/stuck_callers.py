@@ -94,43 +94,30 @@ def _ptrace(request: int, tid: int, data: int = 0) -> int:
     return ctypes.get_errno()
 
 
-async def kick(tid: int, clock_sleep: float = 0.001) -> bool:
+async def kick(tid: int, poll: float = 0.001) -> bool:
     """Interrupt thread `tid`'s wait so that its call restarts; False if it could not be
-    (traced by someone else, gone). Signals that arrive meanwhile are passed on."""
+    (traced by someone else, gone). A signal that stops it meanwhile is passed on."""
     if _ptrace(PTRACE_SEIZE, tid) != 0:
         return False
     if _ptrace(PTRACE_INTERRUPT, tid) != 0:
         _ptrace(PTRACE_DETACH, tid)
         return False
-    with trio.move_on_after(KICK_TIMEOUT):
-        while True:
-            try:
-                got, status = os.waitpid(tid, os.WNOHANG | WALL)
-            except ChildProcessError:
-                return False
-            if got == tid:
-                break
-            await trio.sleep(clock_sleep)
-        if not os.WIFSTOPPED(status):
-            return False  # it died meanwhile
-        event = status >> 16
-        sig = os.WSTOPSIG(status)
-        passed_on = sig if event == 0 and sig != signal.SIGTRAP else 0
-        return _ptrace(PTRACE_DETACH, tid, passed_on) == 0
-    # Not stopped in time (uninterruptible sleep): detaching needs a stop, so wait for it,
-    # however long it takes, rather than leave the thread stopped under a tracer.
-    got, status = await _wait_stopped(tid)
-    if got == tid and os.WIFSTOPPED(status):
-        return _ptrace(PTRACE_DETACH, tid) == 0
-    return False
-
-
-async def _wait_stopped(tid: int) -> tuple[int, int]:
+    waited = 0.0
     while True:
         try:
             got, status = os.waitpid(tid, os.WNOHANG | WALL)
-        except ChildProcessError:
-            return 0, 0
+        except ChildProcessError:  # gone
+            return False
         if got == tid:
-            return got, status
-        await trio.sleep(0.01)
+            if not os.WIFSTOPPED(status):
+                return False  # it died meanwhile
+            sig = os.WSTOPSIG(status)
+            passed_on = sig if status >> 16 == 0 and sig != signal.SIGTRAP else 0
+            return _ptrace(PTRACE_DETACH, tid, passed_on) == 0
+        # Still running on (an uninterruptible sleep, say): detaching needs it stopped, so wait
+        # however long it takes rather than leave it stopped under a tracer; should someone
+        # else have collected its stop, the detach alone succeeds.
+        if waited > KICK_TIMEOUT and _ptrace(PTRACE_DETACH, tid) == 0:
+            return True
+        await trio.sleep(poll if waited < 0.1 else 0.01)
+        waited += poll if waited < 0.1 else 0.01

@@ -224,7 +224,9 @@ async def _receive(sock: trio.socket.SocketType) -> tuple[kp.Message | None, lis
     if not data and not ancdata:
         return None, []
     msg, fds = kp.parse_packet(data, ancdata, flags)
-    if msg is None:
+    if flags & socket.MSG_CTRUNC:  # out of fds: that listener's callers wait unanswered
+        log.error("sysinfo: a listener from the keeper was lost (out of fds? RLIMIT_NOFILE)")
+    elif msg is None:
         log.warning("sysinfo: malformed packet from the keeper")
     return msg, fds
 

@@ -10,14 +10,16 @@ import select
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 
 import pytest
 
 from procfs.runtime import keeper_protocol as kp
-from procfs.runtime.keeper import start_keeper
+from procfs.runtime.keeper import BASE_FDS, start_keeper
 from procfs.runtime.seccomp import Listener, is_listener
+from procfs.runtime.seccomp_agent import MAX_FDS
 from procfs.runtime.sysinfo import Outcome, SysinfoAnswerer
 from tests.notify_child import NotifyChild
 
@@ -263,3 +265,38 @@ def test_sigterm_drains(socks: Sockets, keeper: subprocess.Popen[bytes],
     child.close()
     children.clear()
     assert keeper.wait(timeout=10) == 0
+
+
+def test_out_of_fds_it_waits_instead_of_losing_listeners(
+        socks: Sockets, children: list[NotifyChild]) -> None:
+    """With few fds it takes listeners while it has room for them, leaves the other runtimes
+    in the backlog (without spinning), and takes them once listeners go."""
+    proc = subprocess.Popen(
+        ["prlimit", "--nofile=60:60", sys.executable, "-m", "procfs.runtime.keeper",
+         "--runtime-socket", socks.runtime, "--consumer-socket", socks.keeper],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
+        for _ in range(12):
+            children.append(NotifyChild.start(listener_path=socks.runtime, state=STATE))
+        # It accepts a runtime while two connections' worth of fds are left beyond its own.
+        room = 60 - BASE_FDS - 2 * (1 + MAX_FDS) + 1
+        assert room < 12
+        wait(lambda: keeper_listeners(proc.pid) == room, "the listeners it has room for")
+        before = _cpu_seconds(proc.pid)
+        time.sleep(1.0)
+        assert _cpu_seconds(proc.pid) - before < 0.2  # not spinning on a readable socket
+        assert keeper_listeners(proc.pid) == room
+        for c in children[:5]:
+            c.close()
+        del children[:5]
+        wait(lambda: keeper_listeners(proc.pid) == 7, "the waiting runtimes to be taken")
+        assert proc.poll() is None
+    finally:
+        kill_and_reap(proc)
+
+
+def _cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
