@@ -8,8 +8,11 @@ this process, which does nothing else, keeps a copy of each listener meanwhile:
   and keeps every listener fd that runc or crun sends there, with the state JSON beside it;
 - it owns the consumer socket (default /run/procfs/sysinfo-keeper.sock, SOCK_SEQPACKET): the one
   server connected there (the *consumer*) gets a copy of every listener, then each new one
-  (`keeper_protocol`). It never receives a notification itself: while no consumer is connected
-  the callers wait in the kernel and are answered by the next consumer;
+  (`keeper_protocol`). While no consumer is connected the callers wait in the kernel and are
+  answered by the next consumer; only when none has come for `--fallback-after` seconds
+  (default 10) does the keeper answer them itself, with CONTINUE (the kernel's numbers), so that
+  a server gone for good does not leave `free` hanging in every container. It stops before it
+  hands the listeners to a consumer;
 - it drops a listener when the kernel says no task uses its filter any more (POLLHUP);
 - a newer consumer replaces the older one, which is told to close its copies first (one
   receiver at a time: a second one could take a notification the first one has polled and leave
@@ -37,6 +40,7 @@ import contextlib
 import errno
 import fcntl
 import logging
+import math
 import os
 import resource
 import select
@@ -53,7 +57,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from procfs.runtime import keeper_protocol as kp
-from procfs.runtime.seccomp import is_listener
+from procfs.runtime.seccomp import Listener, Response, is_listener
 from procfs.runtime.seccomp_agent import MAX_FDS, ProcessState, RuntimeMessage
 
 log = logging.getLogger("procfs.keeper")
@@ -62,6 +66,7 @@ DEFAULT_RUNTIME_SOCKET = "/run/procfs/sysinfo.sock"
 DEFAULT_CONSUMER_SOCKET = "/run/procfs/sysinfo-keeper.sock"
 RUNTIME_TIMEOUT = 5.0  # s a runtime has to send its whole message
 RETIRE_TIMEOUT = 2.0  # s a replaced consumer has to close its copies
+FALLBACK_AFTER = 10.0  # s without a consumer before the kernel answers the waiting calls
 RETRY_SEND = 0.05  # s before retrying a send refused for too many fds in flight
 ACCEPT_PAUSE = 1.0  # s without accepting after running out of fds (the peers wait in the backlog)
 MAX_RUNTIME_CONNS = 256  # half-read runtime connections at once; more wait in the backlog
@@ -96,12 +101,17 @@ class Consumer:
 class Keeper:
     def __init__(self, runtime_path: str, consumer_path: str, *,
                  runtime_timeout: float = RUNTIME_TIMEOUT, retire_timeout: float = RETIRE_TIMEOUT,
+                 fallback_after: float = FALLBACK_AFTER,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.runtime_path = runtime_path
         self.consumer_path = consumer_path
         self.runtime_timeout = runtime_timeout
         self.retire_timeout = retire_timeout
+        self.fallback_after = fallback_after
         self.clock = clock
+        self.orphaned_since: float | None = clock()  # no consumer holds copies since then
+        self.falling_back = False  # answering with CONTINUE ourselves
+        self.fallback_answers = 0
         self.id = uuid.uuid4().hex
         self.held: dict[int, Held] = {}  # key -> held listener
         self.by_fd: dict[int, int] = {}  # listener fd -> key
@@ -192,7 +202,9 @@ class Keeper:
         elif fd in self.consumers:
             self._consumer_event(self.consumers[fd], ev)
         elif fd in self.by_fd:
-            if ev & HANGUP:
+            if ev & select.POLLIN and self.falling_back:
+                self._continue(self.held[self.by_fd[fd]])
+            elif ev & HANGUP:
                 self._drop(self.by_fd[fd])
         else:  # closed earlier in this round
             with contextlib.suppress(KeyError):
@@ -204,6 +216,9 @@ class Keeper:
         times += [c.deadline for c in self.consumers.values() if c.state == "retiring"]
         times += [c.retry_at for c in self.consumers.values() if c.retry_at]
         times += list(self._paused.values())
+        if (self.orphaned_since is not None and not self.falling_back and self.held
+                and math.isfinite(self.fallback_after)):
+            times.append(self.orphaned_since + self.fallback_after)
         return min(times) - now if times else None
 
     def _timers(self) -> None:
@@ -219,6 +234,14 @@ class Keeper:
         for c in [c for c in self.consumers.values() if c.retry_at and c.retry_at <= now]:
             c.retry_at = 0.0
             self._flush(c)
+        holders = any(c.state in ("active", "retiring") for c in self.consumers.values())
+        if holders:
+            self.orphaned_since = None
+        elif self.orphaned_since is None:
+            self.orphaned_since = now
+        if (self.orphaned_since is not None and not self.falling_back
+                and now >= self.orphaned_since + self.fallback_after):
+            self._fall_back(True)
         for fd in [fd for fd, t in self._paused.items() if t <= now]:
             del self._paused[fd]
             with contextlib.suppress(KeyError, ValueError):  # closed meanwhile (drain)
@@ -320,11 +343,37 @@ class Keeper:
         self.next_key += 1
         self.held[key] = Held(key, fd, state)
         self.by_fd[fd] = key
-        self.poll.register(fd, 0)  # POLLHUP only: POLLIN is the consumer's business
+        # POLLHUP only: POLLIN is the consumer's business (or ours, falling back)
+        self.poll.register(fd, select.POLLIN if self.falling_back else 0)
         for c in self.consumers.values():
             if c.state == "active" and c is not source:
                 self._queue(c, kp.ListenerFd(key, state), key)
         return key
+
+    def _fall_back(self, on: bool) -> None:
+        if on == self.falling_back:
+            return
+        self.falling_back = on
+        for held in self.held.values():
+            self.poll.modify(held.fd, select.POLLIN if on else 0)
+        if on:
+            log.warning("no server for %.0f s: the kernel answers waiting calls",
+                        self.fallback_after)
+        else:
+            log.info("a server is back (%d calls answered by the kernel meanwhile)",
+                     self.fallback_answers)
+            self.fallback_answers = 0
+
+    def _continue(self, held: Held) -> None:
+        """Let the kernel answer one waiting call (POLLIN: one is there, and nobody else
+        receives, so this does not block)."""
+        try:
+            listener = Listener(held.fd)
+            n = listener.receive()
+            if n is not None and listener.send(Response.continue_(n.id)):
+                self.fallback_answers += 1
+        except OSError as e:
+            log.warning("listener %d: %s", held.key, e)
 
     def _drop(self, key: int) -> None:
         held = self.held.pop(key)
@@ -373,6 +422,8 @@ class Keeper:
         if not pending:
             return
         c = pending[-1]
+        self._fall_back(False)  # one receiver at a time: the consumer from now on
+        self.orphaned_since = None
         c.state = "active"
         for held in self.held.values():
             self._queue(c, kp.ListenerFd(held.key, held.state), held.key)
@@ -486,6 +537,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="seconds a runtime has to send its message (default %(default)s)")
     p.add_argument("--retire-timeout", type=float, default=RETIRE_TIMEOUT,
                    help="seconds a replaced consumer has to close (default %(default)s)")
+    p.add_argument("--fallback-after", type=float, default=FALLBACK_AFTER,
+                   help="seconds without a server before the kernel answers waiting calls "
+                        "(default %(default)s; inf: never)")
     p.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
@@ -494,7 +548,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: None)  # woken through the wakeup fd
     signal.signal(signal.SIGINT, lambda *_: None)
     keeper = Keeper(args.runtime_socket, args.consumer_socket,
-                    runtime_timeout=args.runtime_timeout, retire_timeout=args.retire_timeout)
+                    runtime_timeout=args.runtime_timeout, retire_timeout=args.retire_timeout,
+                    fallback_after=args.fallback_after)
     if not keeper.lock():
         print("running", flush=True)  # another keeper serves these sockets
         return 0

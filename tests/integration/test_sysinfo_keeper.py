@@ -146,6 +146,38 @@ def test_calls_wait_for_a_consumer(socks: Sockets, keeper: subprocess.Popen[byte
         client.close()
 
 
+def test_with_no_server_for_long_the_kernel_answers(socks: Sockets,
+                                                    children: list[NotifyChild]) -> None:
+    """--fallback-after 1: a call waits a second, then gets the kernel's numbers; once a
+    consumer is there, the keeper no longer receives and the consumer answers."""
+    proc = start_keeper(socks.runtime, socks.keeper, options=[*FAST, "--fallback-after", "1"])
+    try:
+        child = NotifyChild.start(listener_path=socks.runtime, state=STATE)
+        children.append(child)
+        time.sleep(1.2)  # orphaned for longer than that already: answered at once
+        t0 = time.monotonic()
+        assert child.request("phys-pages")["value"] == os.sysconf("SC_PHYS_PAGES")
+        assert time.monotonic() - t0 < 0.5
+        client = Client(socks.keeper)
+        try:
+            client.until_synced()
+            child.send("phys-pages")
+            listener = Listener(client.fds[0])
+            assert select.select([client.fds[0]], [], [], 5)[0]  # ours to receive, not its
+            time.sleep(1.5)
+            n = listener.receive()
+            assert n is not None
+            assert SysinfoAnswerer(lambda tid: VALUES).answer(listener, n) is Outcome.ANSWERED
+            assert child.reply_now()["value"] == VALUES.totalram // os.sysconf("SC_PAGE_SIZE")
+        finally:
+            client.close()
+        t0 = time.monotonic()  # the consumer gone: a wait of about a second again
+        assert child.request("phys-pages")["value"] == os.sysconf("SC_PHYS_PAGES")
+        assert 0.8 < time.monotonic() - t0 < 5
+    finally:
+        kill_and_reap(proc)
+
+
 def test_the_newest_consumer_wins_after_the_old_one_closed(
         socks: Sockets, keeper: subprocess.Popen[bytes], children: list[NotifyChild]) -> None:
     children.append(NotifyChild.start(listener_path=socks.runtime, state=STATE))
