@@ -60,6 +60,9 @@ from procfs.runtime import keeper_protocol as kp
 from procfs.runtime.seccomp import Listener, Response, is_listener
 from procfs.runtime.seccomp_agent import MAX_FDS, ProcessState, RuntimeMessage
 
+# The sysinfo task outlives a `procfs reload` with its objects: it keeps this code too.
+RELOAD = False
+
 log = logging.getLogger("procfs.keeper")
 
 DEFAULT_RUNTIME_SOCKET = "/run/procfs/sysinfo.sock"

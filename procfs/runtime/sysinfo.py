@@ -38,6 +38,9 @@ from procfs.runtime.seccomp import (
     Response,
 )
 
+# The sysinfo task outlives a `procfs reload` with its objects: it keeps this code too.
+RELOAD = False
+
 log = logging.getLogger(__name__)
 
 FSHIFT = 11  # the kernel's avenrun (and /proc/loadavg's) fraction bits

@@ -1,9 +1,15 @@
 """`serve_sysinfo`: the server's trio task that answers sysinfo(2) for every container.
 
-    service = await nursery.start(serve_sysinfo, keeper_socket, values)
-    # or, starting a keeper when none answers (the server's usual call):
+    from procfs.runtime.sysinfo_service import (DEFAULT_CONSUMER_SOCKET,
+        DEFAULT_RUNTIME_SOCKET, SysinfoValues, serve_sysinfo)
+
+    def values(tid: int) -> SysinfoValues | None: ...   # None: the host's numbers
+
+    # starting a keeper when none answers (the server's usual call):
     service = await nursery.start(functools.partial(
         serve_sysinfo, DEFAULT_CONSUMER_SOCKET, values, runtime_socket=DEFAULT_RUNTIME_SOCKET))
+    # or only ever connecting to one:
+    service = await nursery.start(serve_sysinfo, keeper_socket, values)
 
 `values(tid) -> SysinfoValues | None` gives the numbers for the calling thread (`tid` in the
 server's pid namespace), None to let the kernel answer (`procfs.runtime.sysinfo`). It is called
@@ -13,20 +19,25 @@ The task connects to the keeper (`procfs.runtime.keeper`) as its consumer, takes
 listener fd, and answers each notification in turn (receive, values, write into the caller,
 check the notification is still valid, send: no checkpoint in between, so cancelling the task
 never leaves a call half answered). It runs until cancelled, across a `procfs reload` too: all
-of its state lives in the task. `nursery.start` returns a `SysinfoService` (counters, `synced`)
-once the first keeper handed everything over, or once the first attempt failed (it retries).
+of its state lives in the task, and its modules say RELOAD = False (they keep the code their
+objects were made by; a server restart, which the keeper makes safe, brings new code).
+`nursery.start` returns a `SysinfoService` (counters, `synced`) once the first keeper handed
+everything over, or once the first attempt failed (it retries).
 
+- No server (between a kill and the next start): the calls wait in the kernel and are answered
+  by the next server, which also answers the ones the killed one had received (its takeover
+  wakes their callers: `stuck_callers`). After the keeper's --fallback-after (10 s) without a
+  server the kernel answers them (the host's numbers) until a server is back.
 - Keeper gone (killed): the task keeps its copies and answers on; it reconnects (starting a new
   keeper when `runtime_socket` is given) and hands its copies to the new keeper (`Adopt`).
 - Replaced by a newer server (`Retire`): it closes its copies and returns.
-- On every takeover it wakes callers that a killed predecessor had received but not answered
-  (`stuck_callers`).
 - Cancelled while its copies are the only ones (keeper dead): it hands them to a keeper first,
   starting one if it may (at most 5 s).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import select
@@ -39,12 +50,17 @@ from typing import Any
 import trio
 
 from procfs.runtime import keeper_protocol as kp
-from procfs.runtime.keeper import spawn_keeper
-from procfs.runtime.seccomp import Listener, is_listener, same_file
+from procfs.runtime.keeper import DEFAULT_CONSUMER_SOCKET, DEFAULT_RUNTIME_SOCKET, spawn_keeper
+from procfs.runtime.seccomp import Listener, Response, is_listener, same_file
 from procfs.runtime.seccomp_agent import ProcessState
 from procfs.runtime.stuck_callers import kick, pid_namespace, waiting_callers
-from procfs.runtime.sysinfo import Outcome, SysinfoAnswerer, ValuesFn
+from procfs.runtime.sysinfo import Outcome, SysinfoAnswerer, SysinfoValues, ValuesFn
 
+# The sysinfo task outlives a `procfs reload` with its objects: it keeps this code too.
+RELOAD = False
+
+__all__ = ["DEFAULT_CONSUMER_SOCKET", "DEFAULT_RUNTIME_SOCKET", "SysinfoService", "SysinfoStats",
+           "SysinfoValues", "serve_sysinfo"]
 log = logging.getLogger(__name__)
 
 RECONNECT_MIN, RECONNECT_MAX = 0.1, 2.0  # s between attempts to reach a keeper
@@ -159,7 +175,13 @@ async def serve_sysinfo(keeper_socket: str, values: ValuesFn, *,
                     delay = min(delay * 2, RECONNECT_MAX)
                     continue
                 delay = RECONNECT_MIN
-                retired = await _consume(sock, held, service, keepers, nursery, ready)
+                try:
+                    retired = await _consume(sock, held, service, keepers, nursery, ready)
+                except OSError as e:
+                    log.warning("sysinfo: keeper connection: %s", e)
+                except Exception:  # a bug: keep the listeners and answering
+                    log.exception("sysinfo: keeper connection")
+                    await trio.sleep(delay)
                 keepers.disconnect()
                 ready()
                 if retired:
@@ -244,6 +266,7 @@ async def _answer(held: _Listeners, answerer: SysinfoAnswerer, service: SysinfoS
             if h is None:
                 continue
             if ev & select.EPOLLIN:
+                n = None
                 try:
                     n = h.listener.receive()
                     if n is not None:
@@ -251,12 +274,25 @@ async def _answer(held: _Listeners, answerer: SysinfoAnswerer, service: SysinfoS
                 except OSError as e:
                     stats.errors += 1
                     log.warning("sysinfo: listener %d: %s", fd, e)
+                except Exception:  # a bug: the caller must not wait for good
+                    stats.errors += 1
+                    log.exception("sysinfo: answering %r", n)
+                    if n is not None:
+                        with contextlib.suppress(OSError):
+                            h.listener.send(Response.continue_(n.id))
             elif ev & (select.EPOLLHUP | select.EPOLLERR):
                 held.drop(fd)  # no task uses its filter any more
                 service.listeners = len(held.by_fd)
 
 
 async def _wake_stuck_callers(held: _Listeners, service: SysinfoService) -> None:
+    try:
+        await _wake(held, service)
+    except Exception:  # a bug here must not end the answering
+        log.exception("sysinfo: waking stuck callers")
+
+
+async def _wake(held: _Listeners, service: SysinfoService) -> None:
     namespaces = set()
     for h in list(held.by_fd.values()):
         state = ProcessState.from_json(h.state)
