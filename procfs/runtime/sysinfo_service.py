@@ -42,7 +42,6 @@ import logging
 import os
 import select
 import socket
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,7 +49,8 @@ from typing import Any
 import trio
 
 from procfs.runtime import keeper_protocol as kp
-from procfs.runtime.keeper import DEFAULT_CONSUMER_SOCKET, DEFAULT_RUNTIME_SOCKET, spawn_keeper
+from procfs.runtime.keeper import DEFAULT_CONSUMER_SOCKET, DEFAULT_RUNTIME_SOCKET
+from procfs.runtime.keeper_client import KeeperClient
 from procfs.runtime.seccomp import Listener, Response, is_listener, same_file
 from procfs.runtime.seccomp_agent import ProcessState
 from procfs.runtime.stuck_callers import kick, pid_namespace, waiting_callers
@@ -64,7 +64,6 @@ __all__ = ["DEFAULT_CONSUMER_SOCKET", "DEFAULT_RUNTIME_SOCKET", "SysinfoService"
 log = logging.getLogger(__name__)
 
 RECONNECT_MIN, RECONNECT_MAX = 0.1, 2.0  # s between attempts to reach a keeper
-KEEPER_START_TIMEOUT = 10.0
 HANDOFF_TIMEOUT = 5.0
 BATCH = 64  # notifications answered per wakeup before other tasks get a turn
 
@@ -152,7 +151,7 @@ async def serve_sysinfo(keeper_socket: str, values: ValuesFn, *,
     whenever none answers at `keeper_socket`."""
     service = SysinfoService()
     held = _Listeners()
-    keepers = _Keepers(keeper_socket, runtime_socket, keeper_log)
+    keepers = KeeperClient(keeper_socket, runtime_socket, keeper_log)
     started = retired = False
 
     def ready() -> None:
@@ -199,7 +198,7 @@ async def serve_sysinfo(keeper_socket: str, values: ValuesFn, *,
 
 
 async def _consume(sock: trio.socket.SocketType, held: _Listeners, service: SysinfoService,
-                   keepers: _Keepers, nursery: trio.Nursery, ready: Callable[[], None]) -> bool:
+                   keepers: KeeperClient, nursery: trio.Nursery, ready: Callable[[], None]) -> bool:
     """One keeper connection; True when retired, False when the connection ended."""
     await sock.sendmsg([kp.encode(kp.Consume())])
     keeper = ""
@@ -306,7 +305,7 @@ async def _wake(held: _Listeners, service: SysinfoService) -> None:
             log.info("sysinfo: woke thread %d, left waiting by a previous server", tid)
 
 
-async def _hand_off(held: _Listeners, keepers: _Keepers) -> None:
+async def _hand_off(held: _Listeners, keepers: KeeperClient) -> None:
     """Before closing copies that no live keeper holds (ours came from a keeper that died),
     give them to a keeper, as a donor."""
     if not held.by_fd or keepers.holds_ours():
@@ -327,75 +326,3 @@ async def _hand_off(held: _Listeners, keepers: _Keepers) -> None:
         for h in foreign:
             await _send_adopt(sock, h)
         log.warning("sysinfo: handed %d listeners to a new keeper", len(foreign))
-
-
-class _Keepers:
-    """Reaching the keeper, starting one where allowed; reaping the ones we started."""
-
-    def __init__(self, consumer_socket: str, runtime_socket: str | None,
-                 log_path: str | None) -> None:
-        self.consumer_socket = consumer_socket
-        self.runtime_socket = runtime_socket
-        self.log_path = log_path
-        self.started: list[subprocess.Popen[bytes]] = []
-        self.sock: trio.socket.SocketType | None = None
-        self.live = ""  # the keeper connected now, once it said hello
-
-    def holds_ours(self) -> bool:
-        """Whether the keeper we are connected to is alive: it holds every copy we hold (those
-        it gave us, and those we handed it when it said hello)."""
-        if self.sock is None or not self.live:
-            return False
-        p = select.poll()
-        p.register(self.sock.fileno(), select.POLLIN)
-        return not any(ev & (select.POLLHUP | select.POLLERR) for _, ev in p.poll(0))
-
-    def disconnect(self) -> None:
-        if self.sock is not None:
-            self.sock.close()
-        self.sock, self.live = None, ""
-
-    async def connect(self) -> trio.socket.SocketType:
-        self.reap()
-        self.disconnect()
-        try:
-            return await self._dial()
-        except (FileNotFoundError, ConnectionRefusedError):
-            if self.runtime_socket is None:
-                raise
-        await self._start()
-        return await self._dial()
-
-    async def _dial(self) -> trio.socket.SocketType:
-        sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
-        try:
-            await sock.connect(self.consumer_socket)
-        except BaseException:
-            sock.close()
-            raise
-        self.sock = sock
-        return sock
-
-    async def _start(self) -> None:
-        assert self.runtime_socket is not None
-        proc = spawn_keeper(self.runtime_socket, self.consumer_socket, log_path=self.log_path)
-        self.started.append(proc)
-        assert proc.stdout is not None
-        stream = trio.lowlevel.FdStream(os.dup(proc.stdout.fileno()))
-        proc.stdout.close()
-        line = b""
-        async with stream:
-            with trio.fail_after(KEEPER_START_TIMEOUT):
-                while not line.endswith(b"\n"):
-                    chunk = await stream.receive_some(64)
-                    if not chunk:
-                        break
-                    line += chunk
-        if line.strip() not in (b"ready", b"running"):
-            raise RuntimeError(f"keeper did not start: {line!r}")
-        log.info("sysinfo: started a keeper (pid %d)", proc.pid)
-
-    def reap(self) -> None:
-        for proc in list(self.started):
-            if proc.poll() is not None:
-                self.started.remove(proc)

@@ -17,7 +17,8 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from procfs.runtime import keeper_protocol as kp
-from procfs.runtime.keeper import BASE_FDS, start_keeper
+from procfs.runtime.keeper import start_keeper
+from procfs.runtime.keeper_loop import BASE_FDS
 from procfs.runtime.seccomp import Listener, is_listener
 from procfs.runtime.seccomp_agent import MAX_FDS
 from procfs.runtime.sysinfo import Outcome, SysinfoAnswerer

@@ -8,7 +8,7 @@ import importlib
 from procfs.reload import reloadable
 
 TASK_MODULES = ("seccomp", "remote_memory", "sysinfo", "sysinfo_service", "keeper_protocol",
-                "seccomp_agent", "stuck_callers", "keeper")
+                "keeper_client", "seccomp_agent", "stuck_callers", "keeper", "keeper_loop")
 
 
 def test_the_sysinfo_task_modules_are_not_reloaded() -> None:
