@@ -9,10 +9,11 @@ this process, which does nothing else, keeps a copy of each listener meanwhile:
 - it owns the consumer socket (default /run/procfs/sysinfo-keeper.sock, SOCK_SEQPACKET): the one
   server connected there (the *consumer*) gets a copy of every listener, then each new one
   (`keeper_protocol`). While no consumer is connected the callers wait in the kernel and are
-  answered by the next consumer; only when none has come for `--fallback-after` seconds
-  (default 10) does the keeper answer them itself, with CONTINUE (the kernel's numbers), so that
-  a server gone for good does not leave `free` hanging in every container. It stops before it
-  hands the listeners to a consumer;
+  answered by the next consumer (systemd restarts a server that died). Only with
+  `--fallback-after SECONDS` does the keeper answer them itself when none has come for that
+  long, with CONTINUE: the kernel's numbers, the host's, which is why it is off by default;
+  a host that would rather have `free` show the host's memory than wait for a server gone for
+  good sets it. It stops before it hands the listeners to a consumer;
 - it drops a listener when the kernel says no task uses its filter any more (POLLHUP);
 - a newer consumer replaces the older one, which is told to close its copies first (one
   receiver at a time: a second one could take a notification the first one has polled and leave
@@ -53,9 +54,6 @@ from procfs.runtime.keeper_loop import (
     Keeper,
 )
 
-# The sysinfo task outlives a `procfs reload` with its objects: it keeps this code too.
-RELOAD = False
-
 log = logging.getLogger("procfs.keeper")
 
 DEFAULT_RUNTIME_SOCKET = "/run/procfs/sysinfo.sock"
@@ -87,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="seconds a replaced consumer has to close (default %(default)s)")
     p.add_argument("--fallback-after", type=float, default=FALLBACK_AFTER,
                    help="seconds without a server before the kernel answers waiting calls "
-                        "(default %(default)s; inf: never)")
+                        "with the host's numbers (default: never)")
     p.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,

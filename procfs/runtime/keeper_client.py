@@ -17,9 +17,6 @@ import trio
 
 from procfs.runtime.keeper import spawn_keeper
 
-# The sysinfo task outlives a `procfs reload` with its objects: it keeps this code too.
-RELOAD = False
-
 log = logging.getLogger(__name__)
 KEEPER_START_TIMEOUT = 10.0
 

@@ -29,14 +29,13 @@ from procfs.runtime import keeper_protocol as kp
 from procfs.runtime.seccomp import Listener, Response, is_listener
 from procfs.runtime.seccomp_agent import MAX_FDS, ProcessState, RuntimeMessage
 
-# The sysinfo task outlives a `procfs reload` with its objects: it keeps this code too.
-RELOAD = False
-
 log = logging.getLogger("procfs.keeper")
 
 RUNTIME_TIMEOUT = 5.0  # s a runtime has to send its whole message
 RETIRE_TIMEOUT = 2.0  # s a replaced consumer has to close its copies
-FALLBACK_AFTER = 10.0  # s without a consumer before the kernel answers the waiting calls
+# s without a consumer before the kernel answers the waiting calls (with the host's numbers):
+# never by default, a container must not get them; a host that prefers that to waiting sets it
+FALLBACK_AFTER = math.inf
 RETRY_SEND = 0.05  # s before retrying a send refused for too many fds in flight
 ACCEPT_PAUSE = 1.0  # s without accepting after running out of fds (the peers wait in the backlog)
 MAX_RUNTIME_CONNS = 256  # half-read runtime connections at once; more wait in the backlog

@@ -37,9 +37,6 @@ from typing import Any
 
 from procfs.runtime.seccomp_agent import received_fds
 
-# The sysinfo task outlives a `procfs reload` with its objects: it keeps this code too.
-RELOAD = False
-
 VERSION = 1
 MAX_PACKET = 1 << 17
 

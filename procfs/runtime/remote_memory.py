@@ -12,9 +12,6 @@ import ctypes
 import errno
 import os
 
-# The sysinfo task outlives a `procfs reload` with its objects: it keeps this code too.
-RELOAD = False
-
 
 class _Iovec(ctypes.Structure):
     _fields_ = (("base", ctypes.c_void_p), ("len", ctypes.c_size_t))

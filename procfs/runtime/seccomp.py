@@ -31,9 +31,6 @@ from dataclasses import dataclass
 from functools import cache
 from typing import NamedTuple
 
-# The sysinfo task outlives a `procfs reload` with its objects: it keeps this code too.
-RELOAD = False
-
 SECCOMP_SET_MODE_FILTER = 1
 SECCOMP_GET_NOTIF_SIZES = 3
 SECCOMP_FILTER_FLAG_NEW_LISTENER = 1 << 3

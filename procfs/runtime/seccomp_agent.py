@@ -30,9 +30,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-# The sysinfo task outlives a `procfs reload` with its objects: it keeps this code too.
-RELOAD = False
-
 SECCOMP_FD_NAME = "seccompFd"
 MAX_MESSAGE = 1 << 16  # bytes of state JSON kept from one connection
 MAX_FDS = 16  # fds accepted with it (runc sends one)

@@ -38,9 +38,6 @@ from procfs.runtime.seccomp import (
     Response,
 )
 
-# The sysinfo task outlives a `procfs reload` with its objects: it keeps this code too.
-RELOAD = False
-
 log = logging.getLogger(__name__)
 
 FSHIFT = 11  # the kernel's avenrun (and /proc/loadavg's) fraction bits

@@ -19,15 +19,16 @@ The task connects to the keeper (`procfs.runtime.keeper`) as its consumer, takes
 listener fd, and answers each notification in turn (receive, values, write into the caller,
 check the notification is still valid, send: no checkpoint in between, so cancelling the task
 never leaves a call half answered). It runs until cancelled, across a `procfs reload` too: all
-of its state lives in the task, and its modules say RELOAD = False (they keep the code their
-objects were made by; a server restart, which the keeper makes safe, brings new code).
+of its state lives in the task, and its modules are not among those a reload re-executes (the
+task keeps the code its objects were made by; a server restart, which the keeper makes safe,
+brings new code).
 `nursery.start` returns a `SysinfoService` (counters, `synced`) once the first keeper handed
 everything over, or once the first attempt failed (it retries).
 
 - No server (between a kill and the next start): the calls wait in the kernel and are answered
   by the next server, which also answers the ones the killed one had received (its takeover
-  wakes their callers: `stuck_callers`). After the keeper's --fallback-after (10 s) without a
-  server the kernel answers them (the host's numbers) until a server is back.
+  wakes their callers: `stuck_callers`). Only with the keeper's --fallback-after does the
+  kernel answer them (the host's numbers) when no server has come for that long.
 - Keeper gone (killed): the task keeps its copies and answers on; it reconnects (starting a new
   keeper when `runtime_socket` is given) and hands its copies to the new keeper (`Adopt`).
 - Replaced by a newer server (`Retire`): it closes its copies and returns.
@@ -55,9 +56,6 @@ from procfs.runtime.seccomp import Listener, Response, is_listener, same_file
 from procfs.runtime.seccomp_agent import ProcessState
 from procfs.runtime.stuck_callers import kick, pid_namespace, waiting_callers
 from procfs.runtime.sysinfo import Outcome, SysinfoAnswerer, SysinfoValues, ValuesFn
-
-# The sysinfo task outlives a `procfs reload` with its objects: it keeps this code too.
-RELOAD = False
 
 __all__ = ["DEFAULT_CONSUMER_SOCKET", "DEFAULT_RUNTIME_SOCKET", "SysinfoService", "SysinfoStats",
            "SysinfoValues", "serve_sysinfo"]

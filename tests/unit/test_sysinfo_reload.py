@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import importlib
 
-from procfs.reload import reloadable
+from procfs.server.reload import reloadable
 
 TASK_MODULES = ("seccomp", "remote_memory", "sysinfo", "sysinfo_service", "keeper_protocol",
                 "keeper_client", "seccomp_agent", "stuck_callers", "keeper", "keeper_loop")
@@ -16,4 +16,4 @@ def test_the_sysinfo_task_modules_are_not_reloaded() -> None:
     for name in names:
         importlib.import_module(name)
     assert set(names).isdisjoint(reloadable())
-    assert "procfs.views" in reloadable()  # the server's own code is
+    assert "procfs.files.memory" in reloadable()  # the served files' code is
