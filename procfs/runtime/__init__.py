@@ -8,5 +8,7 @@ then executes the real runtime in its place.
 Modules: `cmdline` (what runc's arguments say), `settings` (which runtime, mount and socket),
 `oci_config` (the edits, pure, and the atomic rewrite), `timens` (create or join a time
 namespace), `container_init` (a container's init from the runtime's state), `wrapper` (main).
-The wrapper imports nothing else from procfs: it runs on every runtime call, so it stays small.
+The wrapper imports nothing else from procfs, and each command only the modules it needs: it
+runs on every runtime call. For the same reason its records are NamedTuples, not dataclasses
+(importing `dataclasses` costs more than the rest of its imports together).
 """

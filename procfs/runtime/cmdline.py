@@ -10,8 +10,10 @@ command or the container id; an unknown flag is taken for a boolean. Flags of ru
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 # Global flags that take a value; the others (--debug, --systemd-cgroup, --help, --version,
 # crun's --usage) are booleans.
@@ -62,15 +64,14 @@ def _is_flag(arg: str) -> bool:
     return arg.startswith("-") and arg not in ("-", "--")
 
 
-@dataclass(frozen=True)
-class Invocation:
+class Invocation(NamedTuple):
     """What one runtime command line asks for."""
 
-    global_args: list[str]  # everything before the command, as given
+    global_args: tuple[str, ...]  # everything before the command, as given
     command: str | None  # None: no command (--version, --help)
-    args: list[str] = field(default_factory=list)  # everything after the command, as given
-    flags: dict[str, str] = field(default_factory=dict)  # the command's valued flags, by name
-    operands: list[str] = field(default_factory=list)  # the command's non-flag arguments
+    args: tuple[str, ...]  # everything after the command, as given
+    flags: dict[str, str]  # the command's valued flags, by name
+    operands: tuple[str, ...]  # the command's non-flag arguments
 
     def global_flag(self, name: str) -> str | None:
         args = self.global_args
@@ -107,7 +108,7 @@ def parse(argv: Sequence[str]) -> Invocation:
             i += 1
         i += 1
     if i >= len(args) or args[i] == "--":
-        return Invocation(args[:i], None)
+        return Invocation(tuple(args[:i]), None, (), {}, ())
     command, rest = args[i], args[i + 1:]
     valued = COMMAND_VALUE_FLAGS.get(command, frozenset())
     flags: dict[str, str] = {}
@@ -128,4 +129,4 @@ def parse(argv: Sequence[str]) -> Invocation:
         else:  # flags after the id belong to the process (exec) or are reordered by runc
             operands.append(arg)
         j += 1
-    return Invocation(args[:i], command, rest, flags, operands)
+    return Invocation(tuple(args[:i]), command, tuple(rest), flags, tuple(operands))

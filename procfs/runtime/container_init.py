@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 # (file in the container's directory, its pid key, its start-time key)
 LAYOUTS = {
@@ -26,8 +28,7 @@ LAYOUTS = {
 }
 
 
-@dataclass(frozen=True)
-class InitRecord:
+class InitRecord(NamedTuple):
     pid: int
     start: int | None  # clock ticks since boot in the runtime's time namespace; None: unknown
 

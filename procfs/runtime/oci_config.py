@@ -19,10 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
-import tempfile
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 DISABLE_ANNOTATION = "io.procfs.disable"  # the same name procfs.oci's hook honours
 HOOK_ANNOTATION = "io.procfs.hook"
@@ -51,8 +48,7 @@ ARCHITECTURES = {
 Config = dict[str, Any]
 
 
-@dataclass(frozen=True)
-class Wanted:
+class Wanted(NamedTuple):
     """Which of the wrapper's additions a container's annotations leave on."""
 
     hook: bool = True
@@ -122,8 +118,7 @@ def add_hook(config: Config, entry: dict[str, Any]) -> bool:
 
 # The time namespace.
 
-@dataclass(frozen=True)
-class TimePlan:
+class TimePlan(NamedTuple):
     """`new`: a namespace of its own, its clocks from 0; `join`: the one at `path` (the
     container shares the pid namespace of another process: it shares its clock too)."""
 
@@ -147,8 +142,11 @@ def time_plan(config: Config) -> TimePlan | None:
     path = pid.get("path")
     if not path:
         return TimePlan("new")
-    m = re.fullmatch(r"/proc/(\d+)/ns/pid", str(path))
-    return TimePlan("join", f"/proc/{m.group(1)}/ns/time") if m else None
+    parts = str(path).split("/")
+    if len(parts) == 5 and parts[:2] == ["", "proc"] and parts[2].isdigit() \
+            and parts[3:] == ["ns", "pid"]:
+        return TimePlan("join", f"/proc/{parts[2]}/ns/time")
+    return None
 
 
 # The sysinfo rule.
@@ -237,7 +235,8 @@ def save(path: str, config: Config) -> None:
     """Replace `path` atomically (a reader sees the old file or the new one), keeping its mode
     and owner."""
     st = os.stat(path)
-    fd, tmp = tempfile.mkstemp(prefix=".config.json.", dir=os.path.dirname(path))
+    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.procfs-{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
         with os.fdopen(fd, "w") as f:
             json.dump(config, f, separators=(",", ":"))

@@ -16,10 +16,11 @@ and ignored: a container must not fail to start because of procfs.
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
 
 CONFIG_FILE = "/etc/procfs/runtime.json"
 CONFIG_ENV = "PROCFS_RUNTIME_CONFIG"
@@ -39,8 +40,7 @@ ENV = {
 FALLBACK_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-@dataclass(frozen=True)
-class Settings:
+class Settings(NamedTuple):
     runtime: str  # a name (searched in PATH) or a path
     mount: str
     sysinfo_socket: str
@@ -49,10 +49,17 @@ class Settings:
 
 def _file_values(path: str, warn: Callable[[str], None]) -> dict[str, str]:
     try:
-        with open(path) as f:
-            data = json.load(f)
+        f = open(path)  # noqa: SIM115 (json is imported only when there is a file)
     except FileNotFoundError:
         return {}
+    except OSError as e:
+        warn(f"ignoring {path}: {e}")
+        return {}
+    import json
+
+    try:
+        with f:
+            data = json.load(f)
     except (OSError, ValueError) as e:
         warn(f"ignoring {path}: {e}")
         return {}

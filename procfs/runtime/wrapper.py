@@ -18,12 +18,12 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import sys
 
-from procfs.runtime import container_init, oci_config, timens
 from procfs.runtime.cmdline import CREATING, ON_CONTAINER, Invocation, parse
 from procfs.runtime.settings import Settings, load, resolve_runtime, same_file
+
+# The modules for one command are imported by that command only: this runs on every call.
 
 PROG = "procfs-runc"
 PROBE_TIMEOUT = 0.5  # seconds a connect to the sysinfo socket may take
@@ -49,6 +49,8 @@ def listener_answers(path: str) -> bool:
     way after creating the filter, and fails the container if it cannot)."""
     if not os.path.exists(path):
         return False
+    import socket
+
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(PROBE_TIMEOUT)
         try:
@@ -59,6 +61,8 @@ def listener_answers(path: str) -> bool:
 
 
 def prepare_create(inv: Invocation, settings: Settings, self_path: str) -> None:
+    from procfs.runtime import oci_config, timens
+
     path = inv.config_path()
     try:
         config = oci_config.load(path)
@@ -91,6 +95,8 @@ def prepare_create(inv: Invocation, settings: Settings, self_path: str) -> None:
 
 
 def join_container(inv: Invocation, runtime: str) -> None:
+    from procfs.runtime import container_init, timens
+
     cid = inv.container_id
     if cid is None:
         return

@@ -64,7 +64,7 @@ def test_container_commands(argv: list[str], command: str, cid: str) -> None:
 
 def test_exec_process_arguments_are_not_flags_of_exec() -> None:
     inv = parse(["exec", "abc", "ps", "-p", "1", "--bundle", "/x"])
-    assert inv.operands == ["abc", "ps", "-p", "1", "--bundle", "/x"]
+    assert inv.operands == ("abc", "ps", "-p", "1", "--bundle", "/x")
     assert "bundle" not in inv.flags and "p" not in inv.flags
 
 
