@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -33,6 +34,12 @@ from procfs.sandbox import Server
 WRAPPER = os.path.join(os.path.dirname(sys.executable), "procfs-runc")
 PROCFS = os.path.join(os.path.dirname(sys.executable), "procfs")
 OUT = Path(__file__).resolve().parent / "results" / "wrapper"
+OPS = ("create", "exec", "version")
+
+
+def _children_cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
 
 
 def make_bundle(directory: str) -> dict[str, Any]:
@@ -64,36 +71,43 @@ class Scenario:
         shutil.copytree(os.path.join(directory, "template"), self.bundle, symlinks=True)
         with open(os.path.join(self.bundle, "config.json"), "w") as f:
             json.dump(config, f)
-        self.creates: list[float] = []
-        self.execs: list[float] = []
+        # op → seconds; ops: create, exec, and version (`--version`: the program's start alone)
+        self.wall: dict[str, list[float]] = {op: [] for op in OPS}
+        self.cpu: dict[str, list[float]] = {op: [] for op in OPS}
 
-    def _timed(self, *args: str) -> float:
+    def _timed(self, op: str, *args: str) -> None:
+        """Wall time, and CPU time of the program (and the children it waited for): on a
+        loaded host the wall time comes in steps of the scheduler's waits, the CPU time not."""
         # The init keeps create's stdio: a file, never a pipe that would not close.
         with tempfile.TemporaryFile() as err:
+            before = _children_cpu()
             t0 = time.perf_counter()
             r = subprocess.run([self.program, *args], env=self.env, stdin=subprocess.DEVNULL,
                                stdout=subprocess.DEVNULL, stderr=err, timeout=60)
             elapsed = time.perf_counter() - t0
+            cpu = _children_cpu() - before
             if r.returncode != 0:
                 err.seek(0)
                 raise RuntimeError(f"{self.name} {args[0]}: {err.read().decode()}")
-        return elapsed
+        self.wall[op].append(elapsed)
+        self.cpu[op].append(cpu)
 
     def once(self) -> None:
         cid = f"procfs-bench-{self.name}-{uuid.uuid4().hex[:8]}"
         try:
-            self.creates.append(self._timed("create", "--bundle", self.bundle, cid))
-            self.execs.append(self._timed("exec", cid, "true"))
+            self._timed("version", "--version")
+            self._timed("create", "create", "--bundle", self.bundle, cid)
+            self._timed("exec", "exec", cid, "true")
         finally:
             subprocess.run([self.program, "delete", "-f", cid], env=self.env,
                            capture_output=True, check=False)
 
 
-def summary(values: list[float]) -> dict[str, float]:
+def summary(values: list[float]) -> dict[str, Any]:
     ms = sorted(v * 1000 for v in values)
     return {"p50_ms": round(statistics.median(ms), 1),
             "p90_ms": round(ms[int(0.9 * (len(ms) - 1))], 1),
-            "min_ms": round(ms[0], 1), "runs": len(ms)}
+            "min_ms": round(ms[0], 1), "runs": len(ms), "all_ms": [round(v, 1) for v in ms]}
 
 
 def scenarios(directory: str, server: Server, wrapper: str) -> list[Scenario]:
@@ -131,13 +145,19 @@ def measure(runs: int, wrapper: str, only: list[str] | None = None,
                 s.once()
             if i < warmup:
                 for s in made:
-                    s.creates.clear()
-                    s.execs.clear()
-    results = {s.name: {"create": summary(s.creates), "exec": summary(s.execs)} for s in made}
-    for op in ("create", "exec"):
-        base = results["runc"][op]["p50_ms"]
-        for name in set(results) - {"runc"}:
-            results[name][op]["added_p50_ms"] = round(results[name][op]["p50_ms"] - base, 1)
+                    for op in OPS:
+                        s.wall[op].clear()
+                        s.cpu[op].clear()
+    results: dict[str, Any] = {}
+    for s in made:
+        results[s.name] = {op: {"wall": summary(s.wall[op]), "cpu": summary(s.cpu[op])}
+                           for op in OPS}
+    for op in OPS:
+        for kind in ("wall", "cpu"):
+            base = results["runc"][op][kind]["p50_ms"]
+            for name in set(results) - {"runc"}:
+                r = results[name][op][kind]
+                r["added_p50_ms"] = round(r["p50_ms"] - base, 1)
     return results
 
 
@@ -152,12 +172,18 @@ def markdown(results: dict[str, Any], runs: int) -> str:
              f"Machine: {os.cpu_count()} CPUs, kernel {os.uname().release}, "
              f"{runc.splitlines()[0]}, Python {sys.version.split()[0]}, load average "
              f"{load_average()} at the end",
-             "", "| scenario | create p50 ms | added | exec p50 ms | added |",
-             "|---|---|---|---|---|"]
+             "", "p50 in ms, wall time / CPU time (the program and the children it waited for; "
+             "the container's processes not), and what each adds to plain runc's.", "",
+             "| scenario | create | added | exec | added | --version | added |",
+             "|---|---|---|---|---|---|---|"]
     for name, r in results.items():
-        c, e = r["create"], r["exec"]
-        lines.append(f"| {name} | {c['p50_ms']} | {c.get('added_p50_ms', '')} | {e['p50_ms']} "
-                     f"| {e.get('added_p50_ms', '')} |")
+        cells = []
+        for op in OPS:
+            wall, cpu = r[op]["wall"], r[op]["cpu"]
+            cells.append(f"{wall['p50_ms']} / {cpu['p50_ms']}")
+            cells.append(f"{wall.get('added_p50_ms', '')} / {cpu.get('added_p50_ms', '')}"
+                         if name != "runc" else "")
+        lines.append(f"| {name} | {' | '.join(cells)} |")
     return "\n".join(lines) + "\n"
 
 

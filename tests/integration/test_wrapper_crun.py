@@ -6,6 +6,8 @@ the v2 mount, where crun sees plain v1. Its own "time" namespace cannot be used 
 new pid namespace it forks the container's init from the pid namespace's first process, which
 then exits and takes the init with it (offsets only from the annotation run.oci.timens_offset;
 linux.timeOffsets from 1.8.4). So the wrapper makes the namespace for crun as for runc.
+(crun outside the namespace calls the container stopped too, unless its init started in the
+namespace's first clock tick: crun skips the start-time check when the recorded start is 0.)
 """
 
 from __future__ import annotations
@@ -77,7 +79,7 @@ def container(crun: str, server: Server) -> Iterator[Container]:
             yield c
 
 
-def test_crun_view_and_exec_in_its_time_namespace(container: Container, crun: str) -> None:
+def test_crun_view_and_exec_in_its_time_namespace(container: Container) -> None:
     container.create()
     state = container.state()
     assert state["status"] == "running"
@@ -89,10 +91,6 @@ def test_crun_view_and_exec_in_its_time_namespace(container: Container, crun: st
     mem, cpus, ns = out.splitlines()
     assert (int(mem.split()[1]), int(cpus)) == (256 * MIB, 1)
     assert ns == init_ns
-    # crun, too, calls its container stopped from outside the namespace
-    plain = subprocess.run([*crun_prefix(crun), crun, "state", container.bundle.id],
-                           capture_output=True, text=True)
-    assert '"stopped"' in plain.stdout
 
 
 def test_crun_clock_from_the_kernel(container: Container) -> None:
