@@ -47,13 +47,28 @@ def offsets_from_zero(monotonic_ns: int, boottime_ns: int) -> str:
             f"{CLOCK_BOOTTIME} {_offset(boottime_ns)}\n")
 
 
+def parse_offsets(text: str) -> tuple[int, int]:
+    """(monotonic, boottime) offsets in ns from timens_offsets (clock names or ids)."""
+    found = {"monotonic": 0, "boottime": 0}
+    names = {str(CLOCK_MONOTONIC): "monotonic", str(CLOCK_BOOTTIME): "boottime"}
+    for line in text.splitlines():
+        words = line.split()
+        if len(words) == 3:
+            found[names.get(words[0], words[0])] = int(words[1]) * NS + int(words[2])
+    return found["monotonic"], found["boottime"]
+
+
 def new_for_children() -> None:
     """Make our children's (and, after execve, our own) time namespace a new one whose
-    CLOCK_MONOTONIC and CLOCK_BOOTTIME start at 0 now. Clocks are read before the kernel
-    checks the offsets, so the new clocks are >= 0 as it demands."""
+    CLOCK_MONOTONIC and CLOCK_BOOTTIME start at 0 now. Offsets are from the host's clocks,
+    which are ours minus our own namespace's offsets (when the wrapper itself runs in one).
+    Clocks are read before the kernel checks the offsets, so the new clocks are >= 0 as it
+    demands."""
+    with open("/proc/self/timens_offsets") as f:  # before unshare: our own namespace's
+        mono_offset, boot_offset = parse_offsets(f.read())
     _check(_libc.unshare(ctypes.c_int(CLONE_NEWTIME)), "unshare(CLONE_NEWTIME)")
-    mono = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
-    boot = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+    mono = time.clock_gettime_ns(time.CLOCK_MONOTONIC) - mono_offset
+    boot = time.clock_gettime_ns(time.CLOCK_BOOTTIME) - boot_offset
     with open("/proc/self/timens_offsets", "w") as f:
         f.write(offsets_from_zero(mono, boot))
 

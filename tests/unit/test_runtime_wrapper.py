@@ -119,6 +119,15 @@ def test_offsets_put_the_clocks_at_zero() -> None:
     assert timens.offsets_from_zero(0, 3_000_000_000) == "1 0 0\n7 -3 0\n"
 
 
+def test_offsets_read_back() -> None:
+    assert timens.parse_offsets("monotonic       -4525 433107513\n"
+                                "boottime        86400         0\n") \
+        == (-4525 * 10**9 + 433107513, 86400 * 10**9)
+    assert timens.parse_offsets("1 -6 750000000\n7 -1001 999999877\n") \
+        == (-5_250_000_000, -1_000_000_000_123)  # clock ids (before Linux 5.7): ours, back
+    assert timens.parse_offsets("") == (0, 0)
+
+
 STAND_IN = """#!/bin/sh
 # a runtime that reports what it was given
 printf '%s\\n' "$0" "$@" > "$REPORT"
