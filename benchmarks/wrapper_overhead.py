@@ -29,7 +29,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from procfs.sandbox import Server
+from tests.support.sandbox import Server
 
 WRAPPER = os.path.join(os.path.dirname(sys.executable), "procfs-runc")
 PROCFS = os.path.join(os.path.dirname(sys.executable), "procfs")

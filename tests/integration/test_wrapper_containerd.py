@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from procfs.sandbox import Server, unique_name
+from tests.support.sandbox import Server, unique_name
 
 from .engines import Containerd, EngineMissing
 from .images import NoImage, oci_archive, rootfs_tar

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from procfs.sandbox import Server
+from tests.support.sandbox import Server
 
 from .oci_bundle import Bundle, ensure_runc
 from .runtime_support import (

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from procfs.sandbox import Server, unique_name
+from tests.support.sandbox import Server, unique_name
 
 from .engines import Dockerd, EngineMissing
 from .images import NoImage, rootfs_tar
@@ -26,7 +26,6 @@ from .runtime_support import (
     sysinfo_calls,
     wrapper_env,
 )
-from .test_wrapper_runc import SERVER_CLOCK
 
 RUN = ["--runtime", "procfs", "--network", "none", "-m", "256m", "--cpus", "1"]
 WAIT = 2.0
@@ -119,7 +118,6 @@ def test_docker_clock_starts_at_creation(dockerd: Dockerd, image: str) -> None:
         dockerd.docker("rm", "-f", name, check=False)
 
 
-@pytest.mark.xfail(strict=True, reason=SERVER_CLOCK)
 def test_docker_ps_times(dockerd: Dockerd, image: str) -> None:
     name = unique_name("procfs-docker")
     created = time.time()

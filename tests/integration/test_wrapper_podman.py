@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from procfs.sandbox import Server, unique_name
+from tests.support.sandbox import Server, unique_name
 
 from .engines import EngineMissing, Podman
 from .images import NoImage, rootfs_tar

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from procfs.runtime.oci_config import ARCHITECTURES
-from procfs.sandbox import Server
+from tests.support.sandbox import Server
 
 from .oci_bundle import Bundle, ensure_runc
 from .runtime_support import (
@@ -36,12 +36,6 @@ from .runtime_support import (
 HOST_TOTAL = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 VIEW = "free -b | grep ^Mem: | tr -s ' ' | cut -d' ' -f2; getconf _NPROCESSORS_ONLN"
 WAIT = 2.0  # seconds between a container's creation and reading its clock
-SERVER_CLOCK = (
-    "The server's /proc/uptime (procfs/views_time.py container_uptime) is the time since the "
-    "init started plus the time namespace's boottime offset; with the wrapper's offset "
-    "(minus the host's boot clock at creation) that is clamped to 0, so uptime stays 0, ps "
-    "ELAPSED wraps and lstart follows the wall clock. Serving boot clock + offset when the "
-    "container has a time namespace fixes it (the report of the wrapper's branch)")
 
 
 @pytest.fixture(scope="module")
@@ -151,8 +145,10 @@ def test_clock_from_the_kernel_alone(bundle: Bundle, server: Server, state_file:
     assert not os.path.exists(state_file)
 
 
-@pytest.mark.xfail(strict=True, reason=SERVER_CLOCK)
 def test_clock_with_the_served_files(bundle: Bundle, server: Server, state_file: str) -> None:
+    """With the hook's files as well: the served uptime is the time namespace's boot clock,
+    and `ps` ELAPSED and STARTED are right (the kernel's start times and the served btime and
+    uptime on one clock)."""
     with Container(bundle, [WRAPPER], wrapper_env(server.mountpoint, state=state_file)) as c:
         created = c.create()
         time.sleep(WAIT)

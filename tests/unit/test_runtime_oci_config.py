@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from procfs.oci import DISABLE_ANNOTATION as HOOK_DISABLE
+from procfs.attach.oci import DISABLE_ANNOTATION as HOOK_DISABLE
 from procfs.runtime import oci_config as oc
 
 SOCK = "/run/procfs/sysinfo.sock"
