@@ -79,6 +79,7 @@ class Config:
     control_dir: str = STATE_DIR  # where the control socket goes
     kmsg: KmsgConfig = field(default_factory=KmsgConfig)
     staleness: Staleness = field(default_factory=Staleness)
+    sysinfo: bool = True  # answer containers' sysinfo(2) (procfs-runc asks for it)
     workers: int = 1  # processes serving, each on a mount of its own (procfs.server.shards)
     shard_of: str = ""  # a shard's: the mountpoint of the server that runs it
     lifeline: int = -1  # a shard's: EOF on this pipe when that server is gone
@@ -103,10 +104,18 @@ class Config:
                                        if k in stale_known})
         return cls(**kw)
 
+    def sysinfo_sockets(self) -> tuple[str, str]:
+        """(where runtimes send containers' seccomp listeners (the keeper listens there),
+        where the server takes them from the keeper): in the control directory."""
+        return (os.path.join(self.control_dir, "sysinfo.sock"),
+                os.path.join(self.control_dir, "sysinfo-keeper.sock"))
+
     def for_shard(self, mountpoint: str) -> Config:
         """The configuration of one of this server's shards: the same settings, its own mount,
         no dev/kmsg (the server lends its own, so that every ring lives in one process and no
-        request ever waits in a shard) and no shards of its own."""
+        request ever waits in a shard), no sysinfo(2) (one answerer per keeper) and no shards of
+        its own."""
         return dataclasses.replace(
             self, mountpoint=mountpoint, shard_of=os.path.realpath(self.mountpoint),
-            kmsg=dataclasses.replace(self.kmsg, enabled=False), workers=1, lifeline=-1)
+            kmsg=dataclasses.replace(self.kmsg, enabled=False), workers=1, lifeline=-1,
+            sysinfo=False)

@@ -39,6 +39,7 @@ from procfs.fuse.tree import BINDS
 from procfs.server.record import ServerRecord
 from procfs.server.shards import choose
 from procfs.sources.hostproc import HostProc
+from procfs.sources.identity import host_start_ticks
 from procfs.sources.mountinfo import parse_mountinfo
 from procfs.util.lock import locked
 from procfs.util.nsmount import dev_of
@@ -93,7 +94,7 @@ class Attacher:
         if pid <= 0:
             raise NoProcess(f"no process {pid}")
         try:
-            start = self.host.stat(pid).start_ticks
+            start = host_start_ticks(self.host, pid)
             return start, self.host.pid_ns(pid), self.host.pid_ns(pid, "mnt")
         except ProcessGone as e:
             raise NoProcess(f"no process {pid}") from e

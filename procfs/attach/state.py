@@ -31,7 +31,7 @@ class Attachment:
     """One attached container, as `procfs attach` left it."""
 
     pid: int  # the container's init (or the process attached), in the host's pid namespace
-    start_ticks: int  # its start time (field 22 of /proc/PID/stat): pid + this is unique
+    start_ticks: int  # its start time on the host's clock (sources.identity): pid + this is unique
     pidns: int  # inode of its pid namespace
     mntns: int  # inode of its mount namespace
     mountpoint: str  # the procfs mount the binds come from

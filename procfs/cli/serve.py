@@ -26,6 +26,7 @@ def serve_config(args: argparse.Namespace) -> Config:
         control_dir=args.control_dir,
         kmsg=KmsgConfig(ring_bytes=args.kmsg_ring_size, host_log=args.kmsg_host_log,
                         enabled=not args.no_kmsg),
+        sysinfo=not args.no_sysinfo,
         workers=args.workers,
         verbose=args.verbose,
     )
@@ -151,7 +152,11 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
                    help="the host log whose container lines (OOM kills) are routed "
                         "(default %(default)s; '' for none)")
     s.add_argument("--control-dir", default=default.control_dir,
-                   help="where the control socket goes (default %(default)s)")
+                   help="where the control socket goes, and the sysinfo sockets (default "
+                        "%(default)s)")
+    s.add_argument("--no-sysinfo", action="store_true",
+                   help="answer no container's sysinfo(2): do not take the seccomp listeners "
+                        "procfs-runc hands the keeper at CONTROL_DIR/sysinfo.sock")
     s.set_defaults(func=_serve)
 
     r = sub.add_parser("reload", help="put the code now installed into service (SIGHUP), "

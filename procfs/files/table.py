@@ -16,6 +16,7 @@ from procfs.files.cpu import CpuFiles
 from procfs.files.host import HostFiles
 from procfs.files.io import PRESSURE_KINDS, IoFiles
 from procfs.files.memory import MemoryFiles
+from procfs.files.sysinfo import SysinfoNumbers
 from procfs.files.time import TimeFiles, load_counter
 from procfs.fuse.mirror import MirrorNode
 from procfs.fuse.nodes import LastGood, OverlayNode, Render
@@ -74,3 +75,13 @@ def all_nodes(s: Services) -> list[Node]:
     if s.kmsg is not None:
         nodes.append(KmsgNode(s.kmsg))
     return nodes
+
+
+def sysinfo_numbers(s: Services) -> SysinfoNumbers:
+    """What containers' sysinfo(2) answers, from the same readings as their files (the load
+    history is the file's, kept by the server)."""
+    host, staleness = s.host, s.config.staleness
+    files = HostFiles(host, s.config.cpu_view, s.clock, staleness)
+    tracker = s.kept.get("loadavg")
+    time = TimeFiles(host, files, tracker=tracker, task_ttl=staleness.task_states, clock=s.clock)
+    return SysinfoNumbers(s.resolver, files, time, staleness.render, s.clock)

@@ -42,9 +42,13 @@ def _offset(ns: int) -> str:
 
 
 def offsets_from_zero(monotonic_ns: int, boottime_ns: int) -> str:
-    """timens_offsets lines that put both clocks at 0 at the moment they were read."""
-    return (f"{CLOCK_MONOTONIC} {_offset(monotonic_ns)}\n"
-            f"{CLOCK_BOOTTIME} {_offset(boottime_ns)}\n")
+    """timens_offsets lines that put both clocks at 0 at the moment they were read, give or take
+    a clock tick: offsets are whole ticks, so that a start time the kernel shows in the
+    namespace (in ticks) is the host's plus a whole number of ticks, which procfs takes off
+    again exactly (procfs.sources.identity)."""
+    tick = NS // max(os.sysconf("SC_CLK_TCK"), 1)
+    return (f"{CLOCK_MONOTONIC} {_offset(monotonic_ns - monotonic_ns % tick)}\n"
+            f"{CLOCK_BOOTTIME} {_offset(boottime_ns - boottime_ns % tick)}\n")
 
 
 def parse_offsets(text: str) -> tuple[int, int]:

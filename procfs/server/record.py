@@ -19,7 +19,7 @@ from typing import Any
 
 from procfs.config import state_dir
 from procfs.sources.hostproc import HostProc
-from procfs.sources.identity import ProcessIdentity
+from procfs.sources.identity import ProcessIdentity, host_start_ticks
 from procfs.util.atomic import read_json, write_json
 
 
@@ -49,7 +49,7 @@ class ServerRecord:
     @classmethod
     def mine(cls, mountpoint: str, host: HostProc | None = None) -> ServerRecord:
         pid = os.getpid()
-        start = (host or HostProc()).stat(pid).start_ticks
+        start = host_start_ticks(host or HostProc(), pid)
         return cls(pid, start, os.path.realpath(mountpoint))
 
     @classmethod

@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import json
 import logging
 import resource
 import signal
 import sys
 import time
+from typing import Any
 
 import pyfuse3
 import trio
 
 from procfs.attach.reattach import repair_attached
 from procfs.config import Config
-from procfs.files.table import all_nodes
+from procfs.files.table import all_nodes, sysinfo_numbers
 from procfs.fuse.ops import ProcFS
+from procfs.runtime.sysinfo_service import serve_sysinfo
 from procfs.server.fusectl import tune_connection
 from procfs.server.mount import check_mountpoint, mount_options
 from procfs.server.notify import sd_notify
@@ -113,6 +117,18 @@ async def serve(config: Config, forked: dict[str, tuple[Forked, int]]) -> None:
         async with trio.open_nursery() as nursery:
             for task in services.background:
                 await nursery.start(task)
+            if config.sysinfo:
+                runtime_socket, keeper_socket = config.sysinfo_sockets()
+                sysinfo = await nursery.start(functools.partial(
+                    serve_sysinfo, keeper_socket, sysinfo_numbers(services),
+                    runtime_socket=runtime_socket))
+
+                async def sysinfo_stats(args: dict[str, Any]) -> dict[str, Any]:
+                    return {"keeper_pid": sysinfo.keeper_pid, "listeners": sysinfo.listeners,
+                            **dataclasses.asdict(sysinfo.stats)}
+
+                services.control.register("sysinfo", sysinfo_stats,
+                                          "the containers' sysinfo(2): listeners, answers")
             # Before our own mount: a container attached once we serve finds its shard serving.
             await start_shards(nursery, shards)
             pyfuse3.init(ops, config.mountpoint, mount_options(config))

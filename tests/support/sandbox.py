@@ -361,10 +361,13 @@ class Server:
 
     def __init__(self, mountpoint: str | None = None, args: Sequence[str] = (),
                  log_path: str | None = None, env: dict[str, str] | None = None,
-                 cwd: str | None = None, prefix: str = "procfs-mnt-") -> None:
+                 cwd: str | None = None, prefix: str = "procfs-mnt-",
+                 sysinfo: bool = False) -> None:
         self.mountpoint = mountpoint or tempfile.mkdtemp(prefix=prefix)
         self._own_dir = mountpoint is None
-        self.args = list(args)
+        # sysinfo(2) only when asked: its keeper outlives a server (that is its job), and two
+        # test servers on one control directory would take its listeners from each other
+        self.args = list(args) if sysinfo else ["--no-sysinfo", *args]
         self.env = env  # None: ours
         self.cwd = cwd  # where `python -m procfs` finds the package (None: ours)
         self.log_path = log_path or os.path.join(tempfile.gettempdir(),

@@ -111,8 +111,9 @@ def test_runtime_state_files(tmp_path: Path) -> None:
 
 
 def test_offsets_put_the_clocks_at_zero() -> None:
-    text = timens.offsets_from_zero(5_250_000_000, 1_000_000_000_123)
-    assert text == "1 -6 750000000\n7 -1001 999999877\n"
+    text = timens.offsets_from_zero(5_250_000_000, 1_000_000_007_123)
+    # whole clock ticks (10 ms at 100 Hz): the clocks start between 0 and a tick
+    assert text == "1 -6 750000000\n7 -1000 0\n"
     for line in text.splitlines():
         _, _secs, nsecs = line.split()
         assert 0 <= int(nsecs) < 10**9

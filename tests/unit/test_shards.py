@@ -252,7 +252,8 @@ def test_a_shard_gets_every_option_of_its_server() -> None:
     argv = ["-vv", "serve", "/mnt/p", "--proc-root", "/p", "--sys-root", "/s",
             "--cgroup-root", "/c", "--cpu-view", "cpuset", "--cache-ttl", "0.25",
             "--max-background", "77", "--workers", "3", "--fuse-debug",
-            "--kmsg-ring-size", "4096", "--kmsg-host-log", "", "--no-kmsg", "--control-dir", "/ctl"]
+            "--kmsg-ring-size", "4096", "--kmsg-host-log", "", "--no-kmsg", "--control-dir", "/ctl",
+            "--no-sysinfo"]
     server = serve_config(parser().parse_args(argv))
     default = serve_config(parser().parse_args(["serve", "/mnt/p"]))
     shard = server.for_shard("/run/s/1")
@@ -263,11 +264,12 @@ def test_a_shard_gets_every_option_of_its_server() -> None:
     assert shard.workers == 1  # a shard runs no shards of its own
     # and serves no dev/kmsg, even for a server that does: the server lends its own
     assert default.kmsg.enabled and not default.for_shard("/run/s/1").kmsg.enabled
+    assert default.sysinfo and not default.for_shard("/run/s/1").sysinfo
     own = ("mountpoint", "shard_of", "workers", "lifeline", "staleness")  # per shard, or fixed
     for name in vars(server):
         if name not in own:
             assert getattr(server, name) != getattr(default, name), f"argv leaves {name} as is"
-            if name != "kmsg":
+            if name not in ("kmsg", "sysinfo"):  # a shard serves neither
                 assert getattr(shard, name) == getattr(server, name), name
     assert shard.kmsg.ring_bytes == 4096 and shard.kmsg.host_log == ""
 
