@@ -23,6 +23,8 @@ from procfs.errors import ProcfsError
 from procfs.hostproc import HostProc
 from procfs.state import default_path
 
+DEAD_STATES = frozenset({"Z", "X"})  # /proc/PID/stat: zombie, dead
+
 
 def state_dir() -> str:
     """The directory of the attachment state file (/run/procfs; $PROCFS_STATE moves both)."""
@@ -103,11 +105,13 @@ class ServerRecord:
         return [r for r in found if r is not None]
 
     def alive(self, host: HostProc | None = None) -> bool:
-        """Whether the recorded process still runs (the same one: its start time matches)."""
+        """Whether the recorded process still runs (the same one: its start time matches). A
+        zombie does not: killed and not yet reaped, it serves nothing (its files are closed)."""
         try:
-            return (host or HostProc()).stat(self.pid).start_ticks == self.start
+            stat = (host or HostProc()).stat(self.pid)
         except (ProcfsError, OSError):
             return False
+        return stat.start_ticks == self.start and stat.state not in DEAD_STATES
 
     def save(self) -> None:
         write_json(self.path_for(self.mountpoint, real=True), asdict(self))

@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pyfuse3
@@ -29,6 +30,8 @@ from procfs.shards import shard_mountpoints, shard_root
 from procfs.supervise import Shard, start_shards, watch_lifeline
 
 log = logging.getLogger(__name__)
+
+LIVE_PROBE_SECONDS = 2.0  # how long a recorded live server's mount may take to answer statfs
 
 
 class UsageError(Exception):
@@ -59,26 +62,48 @@ def detach(path: str) -> None:
             raise OSError(err, f"cannot unmount {path}: {os.strerror(err)}")
 
 
+def connection_dead(path: str, timeout: float | None = None) -> bool:
+    """Whether the FUSE mount at `path` lost its server: statfs answers ENOTCONN (not stat: the
+    kernel answers stat from its attribute cache for a while after the server died). With
+    `timeout`, a mount that does not answer in time (a stopped server) counts as live."""
+    if timeout is None:
+        try:
+            os.statvfs(path)
+        except OSError as e:
+            if e.errno != errno.ENOTCONN:
+                raise
+            return True
+        return False
+    # A thread: a statfs stuck on a stopped server must not hold `procfs serve` up.
+    answer: list[bool] = []
+
+    def probe_once() -> None:
+        with contextlib.suppress(OSError):  # other errors say nothing of liveness
+            answer.append(connection_dead(path))
+
+    probe = threading.Thread(target=probe_once, daemon=True)
+    probe.start()
+    probe.join(timeout)
+    return answer == [True]
+
+
 def take_over_dead_mount(path: str) -> bool:
     """If `path` is a procfs mount whose server died, unmount it and say True. Refuses a mount
-    whose server still runs; leaves every other kind of mount alone (check_mountpoint refuses)."""
+    whose server still runs; leaves every other kind of mount alone (check_mountpoint refuses).
+    Dead: the connection answers ENOTCONN, also while the recorded process still shows (a
+    killed server not yet reaped is a zombie, and its connection closed with its files)."""
     kind = mount_type(path)
     if kind is None or not kind.startswith("fuse") or "procfs" not in kind:
         return False
     record = ServerRecord.of(path)
     if record is not None and record.alive():
-        raise UsageError(f"mountpoint {path} is served by pid {record.pid}")
-    try:
-        # A live server answers; a dead connection says ENOTCONN. statfs, not stat: the kernel
-        # answers stat from its attribute cache for a while after the server died.
-        os.statvfs(path)
-    except OSError as e:
-        if e.errno != errno.ENOTCONN:
-            raise
-        log.warning("%s: its server died; taking it over", path)
-        detach(path)
-        return True
-    raise UsageError(f"mountpoint {path} is served by another process")
+        if not connection_dead(path, timeout=LIVE_PROBE_SECONDS):
+            raise UsageError(f"mountpoint {path} is served by pid {record.pid}")
+    elif not connection_dead(path):
+        raise UsageError(f"mountpoint {path} is served by another process")
+    log.warning("%s: its server died; taking it over", path)
+    detach(path)
+    return True
 
 
 def check_mountpoint(path: str) -> None:
