@@ -7,7 +7,9 @@ container's init under its rootfs (from the bundle's config.json). Where it runs
   runc runs these after it mounted the container's /proc, /sys and /dev under the rootfs, before
   pivot_root, so the binds land on the container's own procfs and move with the root.
 - `createContainer` (container namespaces, before pivot_root): `pid` is the init as seen from
-  the container's new pid namespace (1); the hook finds it among its ancestors in /proc.
+  the container's new pid namespace (1); the hook finds it among its ancestors in /proc. crun
+  passes `"pid": 0` there (it forks the hook from the container's init): the target is then the
+  init of the hook's own pid namespace.
 
 Exit status: 0 unless the container would otherwise start with wrong files: a bind failed and
 could not be undone (6). A container is never left half-attached silently: a failed bind rolls
@@ -20,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -28,10 +31,13 @@ from procfs.attach import (
     AttachError,
     ExitCode,
     HalfAttached,
+    NoProcess,
     ns_ancestor,
     served_files,
     server_dev,
 )
+from procfs.errors import ProcfsError
+from procfs.hostproc import HostProc
 from procfs.shards import choose
 from procfs.state import StateError
 
@@ -66,7 +72,8 @@ class HookState:
         if not isinstance(d, dict):
             raise BadState("the OCI state on stdin is not a JSON object")
         pid, bundle = d.get("pid"), d.get("bundle")
-        if not isinstance(pid, int) or pid <= 0:
+        # 0: crun's createContainer hook, run inside the container (HookState.target)
+        if not isinstance(pid, int) or isinstance(pid, bool) or pid < 0:
             raise BadState("the OCI state has no pid (is this a createRuntime, createContainer "
                            "or prestart hook?)")
         if not isinstance(bundle, str) or not bundle:
@@ -76,6 +83,20 @@ class HookState:
             annotations = {}
         return cls(str(d.get("id", "")), pid, bundle,
                    {str(k): str(v) for k, v in annotations.items()})
+
+    def target(self, host: HostProc) -> int:
+        """The container's init, in /proc's pid namespace."""
+        if self.pid > 0:
+            return ns_ancestor(self.pid, host)
+        # crun: the hook runs in the container's pid namespace, whose init is an ancestor.
+        try:
+            nspid = host.status("self").nspid  # type: ignore[arg-type]
+        except ProcfsError as e:
+            raise NoProcess("cannot read /proc/self/status") from e
+        if len(nspid) <= 1:
+            raise BadState("the OCI state has pid 0 and the hook runs in the host's pid "
+                           "namespace: no container to attach")
+        return ns_ancestor(1, host)
 
     def config(self) -> dict[str, Any]:
         path = os.path.join(self.bundle, "config.json")
@@ -108,7 +129,7 @@ def run_hook(data: bytes, attacher: Attacher, *, strict: bool, stream: IO[str]) 
         config = state.config()
         if state.disabled(config):
             return ExitCode.OK
-        res = attacher.attach(ns_ancestor(state.pid, attacher.host), rootfs=state.rootfs(config),
+        res = attacher.attach(state.target(attacher.host), rootfs=state.rootfs(config),
                               container_id=state.id or None)
     except HalfAttached as e:
         print(f"procfs oci-hook: {e}", file=stream)
@@ -141,13 +162,15 @@ def flag_files(mount: str) -> tuple[list[str], list[str]]:
 
 
 def docker_flags(mount: str, *, compose: bool = False, host_mount: str | None = None,
-                 stream: IO[str] | None = None, key: int | None = None) -> str:
+                 stream: IO[str] | None = None, key: int | None = None,
+                 services: Sequence[str] = ()) -> str:
     """`-v SRC:DST:rw` per file (one a line, for `docker run $(procfs docker-flags) ...`), or a
-    compose `volumes:` list. Files runc refuses are named on `stream` (stderr), not printed.
-    For one container (`docker run`, on this host) the files come from one of the server's
-    shards, as `procfs attach` would bind them, picked by `key` (default: at random, so that
-    successive containers spread), and those only the server serves from `mount`; a compose
-    list, reused by every container of a file, names `mount` alone."""
+    compose file giving `services` the binds (compose_fragment). Files runc refuses are named on
+    `stream` (stderr), not printed. For one container (`docker run`, on this host) the files
+    come from one of the server's shards, as `procfs attach` would bind them, picked by `key`
+    (default: at random, so that successive containers spread), and those only the server
+    serves from `mount`; a compose file, reused by every container of a project, names `mount`
+    alone."""
     ok, refused = flag_files(mount)
     src = (host_mount or mount).rstrip("/")
     if refused and stream is not None:
@@ -160,5 +183,30 @@ def docker_flags(mount: str, *, compose: bool = False, host_mount: str | None = 
             sources.update(dict.fromkeys(set(ok) & set(served_files(shard)), shard))
     binds = [f"{sources[f]}/{f}:/{f}:rw" for f in ok]
     if compose:
-        return "\n".join(["volumes:", *(f"  - {b}" for b in binds)])
+        return compose_fragment(binds, services)
     return "\n".join(f"-v {b}" for b in binds)
+
+
+def compose_fragment(binds: Sequence[str], services: Sequence[str]) -> str:
+    """A compose file to merge over a project's (`docker compose -f compose.yaml -f THIS up`):
+    the binds under the extension `x-procfs-volumes` (an anchor, to paste into a file), given to
+    each of `services`. With no service it is still a valid file (compose refuses one whose
+    `services` is empty unless it has a `version`)."""
+    q = json.dumps  # a JSON string is a YAML double-quoted scalar: any path fits
+    named = " ".join(services)
+    lines = [
+        f"# Generated by `procfs docker-flags --compose{' ' + named if named else ''}`: the files "
+        "procfs serves,",
+        "# as bind mounts. Merge it over your compose file:",
+        "#   docker compose -f compose.yaml -f THIS_FILE up",
+        "# or copy the list into a service (`volumes: *procfs-volumes` in the same file).",
+    ]
+    if not services:
+        lines.append('version: "3.8"')
+    lines += ["x-procfs-volumes: &procfs-volumes", *(f"  - {q(b)}" for b in binds)]
+    if not services:
+        return "\n".join([*lines, "services: {}"])
+    lines.append("services:")
+    for name in services:
+        lines += [f"  {q(name)}:", "    volumes: *procfs-volumes"]
+    return "\n".join(lines)
