@@ -38,9 +38,10 @@ class UsageError(Exception):
     """A one-line refusal for the command line."""
 
 
-def mount_type(path: str) -> str | None:
-    """The filesystem type of the mount at `path` (the topmost), or None when none is there.
-    Read from mountinfo: unlike stat, it neither fails nor hangs on a dead FUSE mount."""
+def topmost_mount(path: str) -> tuple[str, str] | None:
+    """(filesystem type, root within its filesystem) of the topmost mount at `path`, or None
+    when none is there. Read from mountinfo: unlike stat, it neither fails nor hangs on a dead
+    FUSE mount."""
     target = os.path.realpath(path)
     found = None
     with open("/proc/self/mountinfo") as f:
@@ -48,8 +49,15 @@ def mount_type(path: str) -> str | None:
             left, _, right = line.partition(" - ")
             fields = left.split()
             if len(fields) > 4 and fields[4].encode().decode("unicode_escape") == target:
-                found = right.split()[0] if right else "?"
+                found = (right.split()[0] if right else "?",
+                         fields[3].encode().decode("unicode_escape"))
     return found
+
+
+def mount_type(path: str) -> str | None:
+    """The filesystem type of the mount at `path` (the topmost), or None when none is there."""
+    top = topmost_mount(path)
+    return top[0] if top is not None else None
 
 
 def detach(path: str) -> None:
@@ -112,7 +120,10 @@ def check_mountpoint(path: str) -> None:
         raise UsageError(f"mountpoint {path} does not exist")
     if not os.path.isdir(path):
         raise UsageError(f"mountpoint {path} is not a directory")
-    if mount_type(path) is not None:
+    # A directory bound there is no obstacle: a container's volume (the DaemonSet's hostPath
+    # /var/lib/procfs) is always such a mount. A filesystem mounted there is.
+    top = topmost_mount(path)
+    if top is not None and (top[1] == "/" or top[0].startswith("fuse")):
         raise UsageError(f"mountpoint {path} is already a mount")
     if os.listdir(path):
         raise UsageError(f"mountpoint {path} is not empty")

@@ -102,3 +102,18 @@ def test_dead_connection_is_taken_over_while_the_recorded_pid_runs(state_dir: Pa
     assert sleeper.poll() is None
     with container(mount, Limits(memory=72 * MIB)) as box:
         assert box.sh("head -1 /proc/meminfo").split()[1] == str(72 * 1024)
+
+
+def test_serves_on_a_bound_directory(state_dir: Path, tmp_path: Path, stack: ExitStack) -> None:
+    """Inside the DaemonSet's pod the mountpoint is the hostPath volume: a directory bound there.
+    The server mounts on it (a filesystem mounted there is still refused)."""
+    source, mount = tmp_path / "node-dir", tmp_path / "pod-dir"
+    source.mkdir()
+    mount.mkdir()
+    subprocess.run(["mount", "--bind", str(source), str(mount)], check=True)
+    stack.callback(lambda: subprocess.run(["umount", "-l", str(mount)], check=False))
+    srv = Server(mountpoint=str(mount), args=["--control-dir", str(state_dir), "--workers", "1"])
+    stack.callback(srv.stop)
+    srv.start()
+    with container(str(mount), Limits(memory=88 * MIB)) as box:
+        assert box.sh("head -1 /proc/meminfo").split()[1] == str(88 * 1024)
