@@ -29,8 +29,14 @@ OVERLAID = ("/usr", "/etc", "/var/lib", "/run")
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+class Unavailable(Exception):
+    """This machine cannot make such a view (no overlayfs, no unshare): a reason to skip."""
+
+
 class HostView:
-    def __init__(self, prefix: str = "procfs-hostview-") -> None:
+    def __init__(self, prefix: str = "procfs-hostview-",
+                 overlaid: Sequence[str] = OVERLAID) -> None:
+        self.overlaid = tuple(overlaid)
         self.dir = tempfile.mkdtemp(prefix=prefix)
         self.holder: subprocess.Popen[bytes] | None = None
         self.mntns = 0
@@ -47,15 +53,17 @@ class HostView:
         deadline = time.monotonic() + 10
         while self._ns(self.pid) == self._ns(os.getpid()):
             if self.holder.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("unshare --mount did not start")
+                raise Unavailable("unshare --mount did not start")
             time.sleep(0.01)
         self.mntns = self._ns(self.pid)
-        for i, d in enumerate(OVERLAID):
+        for i, d in enumerate(self.overlaid):
             upper, work = self.upper(d), os.path.join(self.dir, f"work{i}")
             os.makedirs(upper)
             os.makedirs(work)
-            self.run(["mount", "-t", "overlay", "overlay", "-o",
-                      f"lowerdir={d},upperdir={upper},workdir={work}", d], check=True)
+            done = self.run(["mount", "-t", "overlay", "overlay", "-o",
+                             f"lowerdir={d},upperdir={upper},workdir={work}", d])
+            if done.returncode != 0:
+                raise Unavailable(f"cannot overlay {d} in a mount namespace: {done.stderr}")
         return self
 
     def upper(self, path: str) -> str:
@@ -125,6 +133,8 @@ class HostView:
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self) -> HostView:
+        if self.holder is not None:  # started already
+            return self
         try:
             return self.start()
         except BaseException:

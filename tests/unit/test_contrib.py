@@ -105,6 +105,22 @@ def test_kubernetes_daemonset() -> None:
     assert volumes["state"] == "/run/procfs"
     assert mounts["state"]["mountPath"] == "/run/procfs"
     assert mounts["state"]["mountPropagation"] == "Bidirectional"
+    # the image built from this repository (contrib/kubernetes/build-image.sh names it)
+    version = tomllib.loads((CONTRIB.parent / "pyproject.toml").read_text())["project"]["version"]
+    (init,) = pod["initContainers"]
+    assert container["image"] == init["image"] == f"localhost/procfs:{version}"
+    # probes: the control socket answers
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert container[probe]["exec"]["command"] == ["procfs", "stats", "/var/lib/procfs"]
+    # the init container puts the node's part where CRI-O and the hook find it
+    assert init["command"] == ["/opt/procfs/current/share/node-install.sh"]
+    init_mounts = {m["mountPath"]: volumes[m["name"]] for m in init["volumeMounts"]}
+    assert init_mounts == {"/host/opt/procfs": "/opt/procfs",
+                           "/host/hooks.d": "/usr/share/containers/oci/hooks.d"}
+    script = (CONTRIB / "kubernetes/node-install.sh").read_text()
+    assert "${NODE_PREFIX:-/host/opt/procfs}" in script
+    assert "${NODE_HOOKS_DIR:-/host/hooks.d}" in script
+    subprocess.run(["sh", "-n", str(CONTRIB / "kubernetes/node-install.sh")], check=True)
 
 
 def test_kubernetes_pod_snippet_binds_every_file() -> None:
