@@ -1,11 +1,12 @@
 # procfs: make setup | make test | make demo | make lint | make bench | make install | make uninstall
+# | make image
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := libfuse3-dev fuse3 pkg-config procps util-linux busybox-static stress-ng sysstat runc gcc python3-dev
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test unit integration lint demo bench clean install uninstall install-deps
+.PHONY: setup test unit integration lint demo bench clean install uninstall install-deps image
 
 # make install: procfs in $(PREFIX)/lib/procfs (a virtual environment of its own), its commands
 # in $(PREFIX)/bin, the runtimes' files where they read them (docs/install.md: where each goes,
@@ -36,6 +37,11 @@ install: install-deps
 
 uninstall:
 	$(PYTHON) contrib/install.py uninstall $(INSTALL_ARGS)
+
+# The DaemonSet's image, localhost/procfs:VERSION (docs/install.md); IMAGE_TOOL=docker for Docker.
+IMAGE_TOOL ?= podman
+image:
+	contrib/kubernetes/build-image.sh $(IMAGE_TOOL)
 
 setup: $(STAMP)
 
