@@ -27,9 +27,12 @@ for d in test idlelib tkinter turtledemo ensurepip lib2to3 pydoc_data sitecustom
     rm -rf "$prefix/lib/python$ver/"$d
 done
 
-build=$(mktemp -d)
+# A fixed place to build in, and no debugging information in what is compiled (it would name
+# pip's random build directory): the same sources give the same files.
+build=/tmp/procfs-bundle-build
+rm -rf "$build"
 python3 -m venv "$build/venv"
-"$build/venv/bin/pip" install --quiet --disable-pip-version-check --no-compile \
+CFLAGS=-g0 "$build/venv/bin/pip" install --quiet --disable-pip-version-check --no-compile \
     --constraint "$src/contrib/kubernetes/constraints.txt" \
     --target "$prefix/lib/python3/dist-packages" "$src"
 rm -rf "$prefix/lib/python3/dist-packages/bin" "$build"
@@ -67,7 +70,12 @@ for ep in distribution("procfs").entry_points:
                 f"sys.argv[0] = {ep.name!r}\nsys.exit({attr}())\n")
     os.chmod(path, 0o755)
 EOF
-"$prefix/bin/python3" -I -m compileall -q "$prefix/lib/python3/dist-packages"
+# Bytecode compiled afresh for the whole tree (Debian compiles its own at install time, with
+# marshal's output depending on the run), checked by the source's hash, not its time, and with
+# one hash seed (set constants): the same sources give the same files.
+find "$prefix/lib" -name __pycache__ -prune -exec rm -rf {} +
+PYTHONHASHSEED=0 "$prefix/bin/python3" -s -m compileall -q -j1 \
+    --invalidation-mode unchecked-hash "$prefix/lib"
 # An identity for node-install.sh: the same tree gives the same name.
 (cd "$prefix" && find . -type f ! -name BUILD ! -name '*.pyc' | LC_ALL=C sort | xargs sha256sum) \
     | sha256sum | cut -c1-16 > "$prefix/BUILD"

@@ -167,5 +167,8 @@ def test_daemonset_serves_the_node(node: Node) -> None:
         assert r.returncode == 0, r.stderr + node.sh(f"{node.podman} logs {name}").stderr
         (mem,) = [line for line in r.stdout.splitlines() if line.startswith("Mem:")]
         assert int(mem.split()[1]) == 192 * MIB
+        # what the server runs by executing its own interpreter (fusectl, shards) worked too
+        logs = node.sh(f"{node.podman} logs {name}")
+        assert "Traceback" not in logs.stderr and "could not" not in logs.stderr, logs.stderr
     finally:
         node.sh(f"{node.podman} stop -t 10 {name}; {node.podman} rm -f {name}", timeout=60)
