@@ -38,6 +38,9 @@ class HostView:
                  overlaid: Sequence[str] = OVERLAID) -> None:
         self.overlaid = tuple(overlaid)
         self.dir = tempfile.mkdtemp(prefix=prefix)
+        # The cgroup the runtimes started here put their containers (and monitors) under, by
+        # their --cgroup-parent options: removed with the view, as runtimes leave their parents.
+        self.cgroup = os.path.basename(self.dir)
         self.holder: subprocess.Popen[bytes] | None = None
         self.mntns = 0
 
@@ -130,6 +133,7 @@ class HostView:
             self.holder.kill()
             self.holder.wait()
             self.holder = None
+        remove_cgroup(self.cgroup)
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self) -> HostView:
@@ -143,6 +147,19 @@ class HostView:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def remove_cgroup(name: str) -> None:
+    """Remove /NAME and what is under it in every cgroup hierarchy, children first (each only
+    when empty: a directory that still holds a process stays)."""
+    with open("/proc/self/mountinfo") as f:
+        mounts = [line.split()[4] for line in f if line.partition(" - ")[2].split()[0]
+                  in ("cgroup", "cgroup2")]
+    for mount in mounts:
+        top = os.path.join(mount, name)
+        for root, _, _ in sorted(os.walk(top), key=lambda w: -len(w[0])):
+            with contextlib.suppress(OSError):
+                os.rmdir(root)
 
 
 def _libs(binary: str) -> list[str]:

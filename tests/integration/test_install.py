@@ -167,11 +167,13 @@ def test_systemd_unit_verifies(installed: Installed) -> None:
 def test_podman_reads_the_installed_hook(installed: Installed) -> None:
     need("podman", "runc")
     d = os.path.join(installed.host.dir, "podman")
-    podman = f"podman --root {d}/root --runroot {d}/run --runtime runc"
+    podman = (f"podman --root {d}/root --runroot {d}/run --runtime runc "
+              f"--cgroup-manager cgroupfs")
     image = f"localhost/procfs-test-{uuid.uuid4().hex[:8]}:1"
     r = installed.sh(f"{podman} import {installed.image_tar} {image}")
     assert r.returncode == 0, r.stderr
-    limits = "--network none --ulimit nofile=1024:1024 --ulimit nproc=4096:4096"
+    limits = ("--network none --ulimit nofile=1024:1024 --ulimit nproc=4096:4096 "
+              f"--cgroup-parent /{installed.host.cgroup}/podman")
     try:
         # as docs/install.md: `podman run --memory 256m IMAGE free -b`, nothing else for procfs
         r = installed.sh(f"{podman} run --rm {limits} --memory 256m {image} free -b")
@@ -201,6 +203,11 @@ def test_lxc_busybox_container_with_the_include(installed: Installed) -> None:
         assert "common.conf" not in installed.host.read(config)
         installed.sh(f"echo 'lxc.include = {LXC_SNIPPET}' >> {config}; "
                      f"echo '{limit} = 256M' >> {config}", check=True)
+        cg = installed.host.cgroup  # not procfs's business: LXC's cgroups under the view's
+        installed.sh(f"printf 'lxc.cgroup.dir.container = {cg}/lxc/{name}\n"
+                     f"lxc.cgroup.dir.monitor = {cg}/lxc-monitor/{name}\n"
+                     f"lxc.cgroup.dir.monitor.pivot = {cg}/lxc-pivot\n' >> {config}",
+                     check=True)
         log = os.path.join(installed.host.dir, f"{name}.log")
         r = installed.sh(f"lxc-start -n {name} -d -l info -o {log}")
         assert r.returncode == 0, r.stderr + read(log)
@@ -245,7 +252,8 @@ def dockerd(installed: Installed) -> Iterator[Docker]:
     with open(os.path.join(d, "log"), "wb") as log:
         proc = installed.host.popen(
             ["dockerd", "--data-root", f"{d}/data", "--exec-root", f"{d}/exec", "-H", sock,
-             "--pidfile", f"{d}/pid", "--bridge", "none", "--iptables=false"],
+             "--pidfile", f"{d}/pid", "--bridge", "none", "--iptables=false",
+             "--cgroup-parent", f"/{installed.host.cgroup}/docker"],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env={**os.environ, "PATH": PATH})
     try:

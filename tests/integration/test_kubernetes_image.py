@@ -37,6 +37,8 @@ K8S = Path(REPO) / "contrib/kubernetes"
 # a proxy whose CA only the host's bundle has. Not the image's or the DaemonSet's concern.
 HOST_RUN = "--runtime runc"
 HOST_LIMITS = "--ulimit nofile=1024:1024 --ulimit nproc=4096:4096"
+# What podman puts its containers under (a cgroup of the view's own, removed with it).
+PARENT = "--cgroup-parent /{cgroup}/podman"
 HOST_CA = "/etc/ssl/certs/ca-certificates.crt"
 
 
@@ -45,6 +47,10 @@ class Node:
     host: HostView
     podman: str
     image: str
+
+    @property
+    def limits(self) -> str:
+        return f"{HOST_LIMITS} {PARENT.format(cgroup=self.host.cgroup)}"
 
     def sh(self, script: str, **kw: Any) -> Any:
         return self.host.sh(f"export PATH={PATH}; {script}", **kw)
@@ -91,9 +97,10 @@ def node() -> Iterator[Node]:
         pytest.skip(str(e))
     with host:
         store = os.path.join(host.dir, "podman")
-        podman = f"podman --root {store}/root --runroot {store}/run {HOST_RUN}"
+        podman = (f"podman --root {store}/root --runroot {store}/run {HOST_RUN} "
+                  f"--cgroup-manager cgroupfs")
         n = Node(host, podman, "")
-        build_args = HOST_LIMITS
+        build_args = f"{HOST_LIMITS} --cgroup-parent /{host.cgroup}/build"
         if os.path.exists(HOST_CA):
             build_args += f" -v {HOST_CA}:/run/host-ca.crt:ro --build-arg PIP_CERT=/run/host-ca.crt"
         env = (f"TOOL_ARGS={shlex.quote(podman.removeprefix('podman '))} "
@@ -130,7 +137,7 @@ def test_daemonset_serves_the_node(node: Node) -> None:
             node.sh(f"mount --bind {path} {path} && mount --make-shared {path}", check=True)
 
     for _ in range(2):  # a pod restarted runs it again: the same tree stays
-        r = node.sh(f"{node.podman} run --rm {HOST_LIMITS} {shlex.join(run_args(pod, init))} "
+        r = node.sh(f"{node.podman} run --rm {node.limits} {shlex.join(run_args(pod, init))} "
                     f"{node.image} {shlex.join(init['command'])}")
         assert r.returncode == 0, r.stdout + r.stderr
     assert node.host.exists("/usr/share/containers/oci/hooks.d/procfs.json")
@@ -139,7 +146,7 @@ def test_daemonset_serves_the_node(node: Node) -> None:
     assert os.listdir(f"/proc/{node.host.pid}/root/opt/procfs/versions") == [current[9:]]
 
     name = f"procfs-daemon-{uuid.uuid4().hex[:8]}"
-    r = node.sh(f"{node.podman} run -d --name {name} {HOST_LIMITS} "
+    r = node.sh(f"{node.podman} run -d --name {name} {node.limits} "
                 f"{shlex.join(run_args(pod, daemon))} {node.image} "
                 f"{shlex.join(daemon['command'])}")
     assert r.returncode == 0, r.stderr
@@ -162,7 +169,7 @@ def test_daemonset_serves_the_node(node: Node) -> None:
         tar = rootfs_tar(os.path.join(node.host.dir, "app.tar"))
         app = f"localhost/procfs-app-{uuid.uuid4().hex[:8]}:1"
         assert node.sh(f"{node.podman} import {tar} {app}").returncode == 0
-        r = node.sh(f"{node.podman} run --rm {HOST_LIMITS} --network none --memory 192m "
+        r = node.sh(f"{node.podman} run --rm {node.limits} --network none --memory 192m "
                     f"{app} free -b")
         assert r.returncode == 0, r.stderr + node.sh(f"{node.podman} logs {name}").stderr
         (mem,) = [line for line in r.stdout.splitlines() if line.startswith("Mem:")]
