@@ -14,7 +14,8 @@ In it, as docs/install.md says:
 
 Host-specific flags, not procfs's: podman runs runc (crun refuses this hybrid cgroup host) with
 lowered ulimits (this sandbox lacks CAP_SYS_RESOURCE, and podman's defaults raise them); every
-container runs without a network (no bridge here).
+container runs without a network (no bridge here); the runtimes put their cgroups under one of
+the view's own (removed with it), LXC's container gets `lxc.net.0.type = empty`.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import shutil
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,11 +85,11 @@ def unit_commands(text: str) -> tuple[list[list[str]], list[str]]:
     return pre, start
 
 
-def wait_for(check: Any, timeout: float, message: str) -> None:
+def wait_for(check: Callable[[], bool], timeout: float, why: Callable[[], str]) -> None:
     deadline = time.monotonic() + timeout
     while not check():
         if time.monotonic() > deadline:
-            raise AssertionError(message() if callable(message) else message)
+            raise AssertionError(why())
         time.sleep(0.1)
 
 
