@@ -36,6 +36,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +54,9 @@ CRIO_CONF_DIR = "/etc/crio/crio.conf.d"
 WRAPPER = "procfs-runc"  # the wrapper runtime's command, when the package declares it
 SYSTEMD_PREFIXES = ("/usr", "/usr/local")  # whose lib/systemd/system systemd searches
 
+# What is not the package's source: left out of the copy pip builds from.
+NOT_SOURCES = (".git", ".venv", "build", "*.egg-info", "__pycache__", ".*_cache", ".hypothesis",
+               "results", "wheels")
 MANIFEST = "install-manifest.txt"
 # Manifest lines: "<kind> <path>", in the order made. f: a file, l: a link, d: a directory
 # made by install (removed when empty), t: a tree wholly ours (the virtual environment: removed
@@ -234,8 +238,13 @@ def make_venv(inst: Installer, python: str) -> list[str]:
     # Bytecode compiled under DESTDIR would name the staging paths in tracebacks: compiled
     # below instead, with the installed paths.
     compile_flag = ["--no-compile"] if layout.destdir else []
-    _run([vpy, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-          "--no-warn-script-location", *compile_flag, "--upgrade", str(SRC)])
+    # From a clean copy: setuptools builds in the source tree and keeps its build/lib from one
+    # build to the next, so a module removed (or made a package) would still be installed.
+    with tempfile.TemporaryDirectory(prefix="procfs-install-") as tmp:
+        src = Path(tmp) / "src"
+        shutil.copytree(SRC, src, symlinks=True, ignore=shutil.ignore_patterns(*NOT_SOURCES))
+        _run([vpy, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+              "--no-warn-script-location", *compile_flag, "--upgrade", str(src)])
     if layout.destdir:
         relocate(venv, layout)
     out = subprocess.run(

@@ -56,6 +56,12 @@ def test_destdir_install_and_uninstall(tmp_path: Path) -> None:
         link = staged(f"{prefix}/bin/{script}")
         assert os.readlink(link) == f"{venv}/bin/{script}"
         assert staged(f"{venv}/bin/{script}").read_text().startswith(f"#!{venv}/bin/python\n")
+    # exactly the checkout's modules (no stale one from an earlier build)
+    site = next(staged(venv).glob("lib/python3*/site-packages"))
+    for package in ("procfs", "overlays"):
+        installed = {str(p.relative_to(site)) for p in (site / package).rglob("*.py")}
+        source = {str(p.relative_to(REPO)) for p in (Path(REPO) / package).rglob("*.py")}
+        assert installed == source
     # the environment works (from its staging place: Python finds its prefix by its own path)
     r = subprocess.run([str(staged(f"{venv}/bin/python")), "-m", "procfs", "docker-flags",
                         "--mount", str(tmp_path / "none")], capture_output=True, text=True,
