@@ -7,7 +7,9 @@ container's init under its rootfs (from the bundle's config.json). Where it runs
   runc runs these after it mounted the container's /proc, /sys and /dev under the rootfs, before
   pivot_root, so the binds land on the container's own procfs and move with the root.
 - `createContainer` (container namespaces, before pivot_root): `pid` is the init as seen from
-  the container's new pid namespace (1); the hook finds it among its ancestors in /proc.
+  the container's new pid namespace (1); the hook finds it among its ancestors in /proc. crun
+  passes `"pid": 0` there (it forks the hook from the container's init): the target is then the
+  init of the hook's own pid namespace.
 
 Exit status: 0 unless the container would otherwise start with wrong files: a bind failed and
 could not be undone (6). A container is never left half-attached silently: a failed bind rolls
@@ -23,9 +25,11 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from procfs.attach.attach import Attacher
-from procfs.attach.errors import AttachError, ExitCode, HalfAttached
+from procfs.attach.errors import AttachError, ExitCode, HalfAttached, NoProcess
 from procfs.attach.pids import ns_ancestor
 from procfs.attach.state import StateError
+from procfs.errors import ProcfsError
+from procfs.sources.hostproc import HostProc
 
 DISABLE_ANNOTATION = "io.procfs.disable"
 TRUE = frozenset({"1", "true", "yes", "on"})
@@ -52,7 +56,8 @@ class HookState:
         if not isinstance(d, dict):
             raise BadState("the OCI state on stdin is not a JSON object")
         pid, bundle = d.get("pid"), d.get("bundle")
-        if not isinstance(pid, int) or pid <= 0:
+        # 0: crun's createContainer hook, run inside the container (HookState.target)
+        if not isinstance(pid, int) or isinstance(pid, bool) or pid < 0:
             raise BadState("the OCI state has no pid (is this a createRuntime, createContainer "
                            "or prestart hook?)")
         if not isinstance(bundle, str) or not bundle:
@@ -62,6 +67,20 @@ class HookState:
             annotations = {}
         return cls(str(d.get("id", "")), pid, bundle,
                    {str(k): str(v) for k, v in annotations.items()})
+
+    def target(self, host: HostProc) -> int:
+        """The container's init, in /proc's pid namespace."""
+        if self.pid > 0:
+            return ns_ancestor(self.pid, host)
+        # crun: the hook runs in the container's pid namespace, whose init is an ancestor.
+        try:
+            nspid = host.status("self").nspid  # type: ignore[arg-type]
+        except ProcfsError as e:
+            raise NoProcess("cannot read /proc/self/status") from e
+        if len(nspid) <= 1:
+            raise BadState("the OCI state has pid 0 and the hook runs in the host's pid "
+                           "namespace: no container to attach")
+        return ns_ancestor(1, host)
 
     def config(self) -> dict[str, Any]:
         path = os.path.join(self.bundle, "config.json")
@@ -94,7 +113,7 @@ def run_hook(data: bytes, attacher: Attacher, *, strict: bool, stream: IO[str]) 
         config = state.config()
         if state.disabled(config):
             return ExitCode.OK
-        res = attacher.attach(ns_ancestor(state.pid, attacher.host), rootfs=state.rootfs(config),
+        res = attacher.attach(state.target(attacher.host), rootfs=state.rootfs(config),
                               container_id=state.id or None)
     except HalfAttached as e:
         print(f"procfs oci-hook: {e}", file=stream)

@@ -62,8 +62,9 @@ def _docker_flags(args: argparse.Namespace) -> int:
     from procfs.attach.docker import docker_flags
 
     try:
-        print(docker_flags(args.mount, compose=args.compose, host_mount=args.host_mount,
-                           stream=sys.stderr))
+        print(docker_flags(args.mount, compose=args.compose or bool(args.services),
+                           host_mount=args.host_mount, stream=sys.stderr,
+                           services=args.services))
     except AttachError as e:
         print(f"procfs docker-flags: {e}", file=sys.stderr)
         return int(e.code)
@@ -105,13 +106,17 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     _common(p)
     p.set_defaults(func=_oci_hook)
 
-    text = "print the docker run -v flags (or a compose volumes list) for the served files"
+    text = "print the docker run -v flags (or a compose file) for the served files"
     p = sub.add_parser("docker-flags", help=text, description=text,
                        epilog="with shards (serve --workers), the -v flags name one of them, "
-                       "picked at random per call; a compose list names the main mount")
+                       "picked at random per call; a compose file names the main mount")
     p.add_argument("--mount", default=DEFAULT_MOUNT,
                    help="the server's mount (default %(default)s)")
     p.add_argument("--host-mount", default=None,
                    help="the mount's path on the Docker host, if it differs (e.g. a remote host)")
-    p.add_argument("--compose", action="store_true", help="a compose `volumes:` list instead")
+    p.add_argument("--compose", action="store_true",
+                   help="a compose file instead, to merge over yours (docker compose -f "
+                   "compose.yaml -f THIS up): the binds as `x-procfs-volumes`, given to SERVICE")
+    p.add_argument("services", nargs="*", metavar="SERVICE",
+                   help="with --compose: the services that get the binds")
     p.set_defaults(func=_docker_flags)

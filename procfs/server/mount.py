@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
 import subprocess
+import threading
 
 import pyfuse3
 
 from procfs.config import FSTYPE, Config
 from procfs.server.record import ServerRecord
-from procfs.sources.mountinfo import parse_mountinfo
+from procfs.sources.mountinfo import MountEntry, parse_mountinfo
 from procfs.util.nsmount import umount
 
 log = logging.getLogger(__name__)
@@ -21,14 +23,48 @@ class UsageError(Exception):
     """A one-line refusal for the command line."""
 
 
-def mount_type(path: str) -> str | None:
-    """The filesystem type of the mount at `path` (the topmost), or None when none is there.
-    Read from mountinfo: unlike stat, it neither fails nor hangs on a dead FUSE mount."""
+LIVE_PROBE_SECONDS = 2.0  # how long a recorded live server's mount may take to answer statfs
+
+
+def topmost_mount(path: str) -> MountEntry | None:
+    """The topmost mount at `path`, or None when none is there. Read from mountinfo: unlike
+    stat, it neither fails nor hangs on a dead FUSE mount."""
     target = os.path.realpath(path)
     with open("/proc/self/mountinfo") as f:
         entries = parse_mountinfo(f.read())
-    found = [e.fstype for e in entries if e.mountpoint == target]
+    found = [e for e in entries if e.mountpoint == target]
     return found[-1] if found else None
+
+
+def mount_type(path: str) -> str | None:
+    """The filesystem type of the mount at `path` (the topmost), or None when none is there."""
+    top = topmost_mount(path)
+    return top.fstype if top is not None else None
+
+
+def connection_dead(path: str, timeout: float | None = None) -> bool:
+    """Whether the FUSE mount at `path` lost its server: statfs answers ENOTCONN (not stat: the
+    kernel answers stat from its attribute cache for a while after the server died). With
+    `timeout`, a mount that does not answer in time (a stopped server) counts as live."""
+    if timeout is None:
+        try:
+            os.statvfs(path)
+        except OSError as e:
+            if e.errno != errno.ENOTCONN:
+                raise
+            return True
+        return False
+    # A thread (before trio runs): a statfs stuck on a stopped server must not hold serve up.
+    answer: list[bool] = []
+
+    def probe_once() -> None:
+        with contextlib.suppress(OSError):  # other errors say nothing of liveness
+            answer.append(connection_dead(path))
+
+    probe = threading.Thread(target=probe_once, daemon=True)
+    probe.start()
+    probe.join(timeout)
+    return answer == [True]
 
 
 def detach(path: str) -> None:
@@ -43,23 +79,20 @@ def detach(path: str) -> None:
 
 def take_over_dead_mount(path: str) -> bool:
     """If `path` is a procfs mount whose server died, unmount it and say True. Refuses a mount
-    whose server still runs; leaves every other kind of mount alone (check_mountpoint refuses)."""
+    whose server still runs; leaves every other kind of mount alone (check_mountpoint refuses).
+    Dead: the connection answers ENOTCONN, also while the recorded process still shows (a
+    killed server not yet reaped is a zombie, and its connection closed with its files)."""
     if mount_type(path) != FSTYPE:
         return False
     record = ServerRecord.of(path)
     if record is not None and record.alive():
-        raise UsageError(f"mountpoint {path} is served by pid {record.pid}")
-    try:
-        # A live server answers; a dead connection says ENOTCONN. statfs, not stat: the kernel
-        # answers stat from its attribute cache for a while after the server died.
-        os.statvfs(path)
-    except OSError as e:
-        if e.errno != errno.ENOTCONN:
-            raise
-        log.warning("%s: its server died; taking it over", path)
-        detach(path)
-        return True
-    raise UsageError(f"mountpoint {path} is served by another process")
+        if not connection_dead(path, timeout=LIVE_PROBE_SECONDS):
+            raise UsageError(f"mountpoint {path} is served by pid {record.pid}")
+    elif not connection_dead(path):
+        raise UsageError(f"mountpoint {path} is served by another process")
+    log.warning("%s: its server died; taking it over", path)
+    detach(path)
+    return True
 
 
 def check_mountpoint(path: str) -> None:
@@ -68,7 +101,10 @@ def check_mountpoint(path: str) -> None:
         raise UsageError(f"mountpoint {path} does not exist")
     if not os.path.isdir(path):
         raise UsageError(f"mountpoint {path} is not a directory")
-    if mount_type(path) is not None:
+    # A directory bound there is no obstacle: a container's volume (the DaemonSet's hostPath
+    # /var/lib/procfs) is always such a mount. A filesystem mounted there is.
+    top = topmost_mount(path)
+    if top is not None and (top.root == "/" or top.fstype.startswith("fuse")):
         raise UsageError(f"mountpoint {path} is already a mount")
     if os.listdir(path):
         raise UsageError(f"mountpoint {path} is not empty")

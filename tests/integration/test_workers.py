@@ -14,6 +14,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
+import yaml
 
 from procfs.attach.docker import docker_flags
 from procfs.attach.errors import ExitCode
@@ -274,8 +275,8 @@ def test_docker_flags_bind_from_a_shard(two_workers: Server) -> None:
         assert len(others) == 1 and others <= set(shards), binds  # all from one shard
         picked |= others
     assert picked == set(shards)
-    compose = docker_flags(mount, compose=True).splitlines()[1:]
-    assert compose and all(line.startswith(f"  - {mount}/") for line in compose)
+    compose = yaml.safe_load(docker_flags(mount, compose=True))["x-procfs-volumes"]
+    assert compose and all(bind.startswith(f"{mount}/") for bind in compose)
 
 
 def test_shards_stop_when_their_server_is_killed(two_workers: Server) -> None:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
 from procfs.attach.docker import RUNC_PROC_MOUNTS, docker_flags
 from procfs.attach.errors import ExitCode
@@ -15,6 +16,7 @@ from procfs.attach.oci import BadState, HookState
 from procfs.attach.state import Attachment, StateError, StateFile
 from procfs.cli import parser
 from procfs.cli.attach import EPILOG
+from procfs.sources.hostproc import HostProc
 from procfs.sources.mountinfo import parse_mountinfo
 
 
@@ -113,6 +115,19 @@ def test_oci_state_parsing(tmp_path) -> None:
             HookState.parse(bad)
     with pytest.raises(BadState, match="cannot read"):
         HookState.parse(b'{"pid": 3, "bundle": "/nonexistent"}').config()
+    for bad in (b'{"pid": -1, "bundle": "/x"}', b'{"pid": true, "bundle": "/x"}'):
+        with pytest.raises(BadState, match="no pid"):
+            HookState.parse(bad)
+
+
+def test_oci_state_with_pid_0_is_the_hooks_own_init() -> None:
+    """crun's createContainer state: pid 0, the hook inside the container. Outside a child pid
+    namespace (here) there is no container to attach."""
+    state = HookState.parse(b'{"pid": 0, "bundle": "/b"}')
+    assert state.pid == 0
+    if len(HostProc().status("self").nspid) <= 1:  # type: ignore[arg-type]
+        with pytest.raises(BadState, match="pid 0"):
+            state.target(HostProc())
 
 
 def test_docker_flags_from_the_registry_match_runcs_rules(tmp_path) -> None:
@@ -123,10 +138,13 @@ def test_docker_flags_from_the_registry_match_runcs_rules(tmp_path) -> None:
     for source, dest, mode in binds:
         assert source == str(tmp_path / "nomount") + dest and mode == "rw"
         assert not dest.startswith("/proc/") or dest[1:] in RUNC_PROC_MOUNTS
-    compose = docker_flags(str(tmp_path / "nomount"), compose=True, host_mount="/var/lib/procfs")
-    lines = compose.splitlines()
-    assert lines[0] == "volumes:" and len(lines) == len(flags) + 1
-    assert all(x.startswith("  - /var/lib/procfs/") for x in lines[1:])
+    compose = yaml.safe_load(docker_flags(str(tmp_path / "nomount"), compose=True,
+                                          host_mount="/var/lib/procfs", services=["a", "b"]))
+    volumes = compose["x-procfs-volumes"]
+    assert len(volumes) == len(flags) and all(v.startswith("/var/lib/procfs/") for v in volumes)
+    assert compose["services"] == {"a": {"volumes": volumes}, "b": {"volumes": volumes}}
+    alone = yaml.safe_load(docker_flags(str(tmp_path / "nomount"), compose=True))
+    assert alone["services"] == {} and alone["version"]  # compose refuses {} without a version
 
 
 def test_cli_documents_exit_codes_and_parses() -> None:
