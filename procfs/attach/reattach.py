@@ -26,19 +26,25 @@ one JSON line per container) and goes on serving meanwhile.
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import trio
 
 from procfs.attach.attach import Attacher, served_files
 from procfs.attach.errors import AttachError
 from procfs.attach.state import Attachment, StateFile
+from procfs.config import FSTYPE
 from procfs.errors import ProcfsError
+from procfs.fuse.tree import normal
 from procfs.server.shards import serving
+from procfs.sources.hostproc import HostProc
+from procfs.sources.mountinfo import parse_mountinfo
 
 log = logging.getLogger(__name__)
 
@@ -109,16 +115,77 @@ def repair(mountpoint: str, state: StateFile | None = None, adopt: str = "",
     return out
 
 
-async def repair_attached(mountpoint: str, adopt: str = "", keep: Sequence[str] = ()) -> None:
-    """A trio task, started once the fresh mount serves: repair in a child process. Logs what
-    it did; never raises."""
+def dead_binds(devices: Collection[str], proc_root: str = "/proc"
+               ) -> dict[int, tuple[int, list[str]]]:
+    """Every mount namespace that holds binds of the procfs mounts of `devices` (dead servers'
+    connections), whoever made them (runc for `docker run -v`, the kubelet, `mount --bind`):
+    {mount namespace inode: (a process in it, the files bound there)}. Read off every process's
+    mountinfo, once per namespace: the mounts themselves say where they are."""
+    host = HostProc(proc_root)
+    host_pidns = host.pid_ns("self")
+    # per mount namespace, a process of a container in it (the attach names its container by
+    # one: `unshare`, `runc init`'s parent... share it from the host's pid namespace)
+    members: dict[int, int] = {}
+    for pid in host.pids():
+        try:
+            mnt, pidns = host.pid_ns(pid, "mnt"), host.pid_ns(pid)
+        except (ProcfsError, OSError):
+            continue
+        if pidns != host_pidns:
+            members.setdefault(mnt, pid)
+    found: dict[int, tuple[int, list[str]]] = {}
+    for ns, pid in members.items():
+        try:
+            with open(os.path.join(proc_root, str(pid), "mountinfo")) as f:
+                entries = parse_mountinfo(f.read())
+        except OSError:
+            continue
+        files = sorted({normal(e.root).lstrip("/") for e in entries
+                        if e.fstype == FSTYPE and e.dev in devices and normal(e.root) != "/"
+                        and e.mountpoint == normal(e.root)})
+        if files:
+            found[ns] = (pid, files)
+    return found
+
+
+def repair_unrecorded(mountpoint: str, devices: Collection[str], state: StateFile,
+                      done: Collection[int] = ()) -> list[dict[str, object]]:
+    """Attach again, from `mountpoint` (spread over its shards as a new attach is), the mount
+    namespaces holding binds of `devices` that no record named (those of processes in `done`
+    were just repaired from records). The attach records them: the next restart finds them."""
+    attacher = Attacher(mountpoint, state, spread=True)
+    repaired = set()
+    for pid in done:
+        with contextlib.suppress(ProcfsError, OSError):
+            repaired.add(HostProc().pid_ns(pid, "mnt"))
+    out = []
+    for ns, (pid, files) in dead_binds(devices).items():
+        if ns in repaired:
+            continue
+        try:
+            res = attacher.attach(pid, files=files)
+            out.append({"pid": pid, "unrecorded": True, "replaced": res.replaced,
+                        "bound": res.bound, "missing": res.missing})
+        except (AttachError, ProcfsError, OSError) as e:
+            out.append({"pid": pid, "unrecorded": True, "failed": str(e)})
+    return out
+
+
+async def repair_attached(mountpoint: str, adopt: str = "", keep: Sequence[str] = (),
+                          devices: Collection[str] = ()) -> None:
+    """A trio task, started once the fresh mount serves: repair in a child process the
+    containers recorded for this mount and those holding binds of its dead predecessors'
+    `devices`. Logs what it did; never raises."""
     try:
-        if not any(to_repair(mountpoint, StateFile(), adopt, keep)):
+        if not devices and not any(to_repair(mountpoint, StateFile(), adopt, keep)):
             return
-        done = await trio.run_process(
-            [sys.executable, "-m", "procfs.attach.reattach", mountpoint, adopt, *keep],
-            capture_stdout=True, capture_stderr=True, check=False,
-        )
+        if devices:
+            log.info("repairing the binds of dead mounts %s", ", ".join(devices))
+        argv = [sys.executable, "-m", "procfs.attach.reattach", mountpoint,
+                "--devices", ",".join(devices), "--adopt", adopt,
+                *(f"--keep={m}" for m in keep)]
+        done = await trio.run_process(argv, capture_stdout=True, capture_stderr=True,
+                                      check=False)
         for line in done.stdout.decode(errors="replace").splitlines():
             log.warning("reattach: %s", line)
         if done.returncode != 0:
@@ -129,9 +196,19 @@ async def repair_attached(mountpoint: str, adopt: str = "", keep: Sequence[str] 
 
 
 def main() -> int:
-    args = sys.argv[1:]  # MOUNTPOINT [ADOPT [KEEP...]]
-    adopt = args[1] if len(args) > 1 else ""
-    for result in repair(args[0], adopt=adopt, keep=args[2:]):
+    p = argparse.ArgumentParser(prog="python -m procfs.attach.reattach")
+    p.add_argument("mountpoint")
+    p.add_argument("--devices", default="", help="dead servers' devices, comma-separated")
+    p.add_argument("--adopt", default="")
+    p.add_argument("--keep", action="append", default=[], help="a shard serving now")
+    args = p.parse_args()
+    state = StateFile()
+    results = repair(args.mountpoint, state, adopt=args.adopt, keep=args.keep)
+    devices = [d for d in args.devices.split(",") if d]
+    if devices:
+        done = [pid for r in results if "failed" not in r and isinstance(pid := r.get("pid"), int)]
+        results += repair_unrecorded(args.mountpoint, devices, state, done)
+    for result in results:
         print(json.dumps(result), flush=True)
     return 0
 

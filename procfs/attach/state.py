@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
+import os
+import time
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
@@ -24,6 +27,8 @@ from procfs.util.atomic import write_json
 from procfs.util.lock import locked
 
 VERSION = 1
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -71,20 +76,35 @@ class StateFile:
     host: HostProc = field(default_factory=HostProc)
 
     def load(self) -> list[Attachment]:
-        """All entries, the dead included (the recovery code decides what to do with them)."""
+        """All entries, the dead included (the recovery code decides what to do with them).
+        A file that cannot be read or is not a state file (empty, truncated, garbage) is set
+        aside with a log line and counts as empty: it must not stop attaching, and recovery
+        does not depend on it (a restarted server finds the binds in the mount tables)."""
         try:
             with open(self.path) as f:
                 data = json.load(f)
         except FileNotFoundError:
             return []
         except (OSError, ValueError) as e:
-            raise StateError(f"cannot read {self.path}: {e}") from e
+            return self._set_aside(f"cannot read it: {e}")
         if not isinstance(data, dict) or not isinstance(data.get("attached"), list):
-            raise StateError(f"{self.path}: not a procfs state file")
+            return self._set_aside("not a procfs state file")
         try:
-            return [Attachment.from_json(d) for d in data["attached"]]
-        except TypeError as e:
-            raise StateError(f"{self.path}: bad entry: {e}") from e
+            return [Attachment.from_json(d) for d in data["attached"]
+                    if isinstance(d, dict)]
+        except (TypeError, ValueError) as e:
+            return self._set_aside(f"a bad entry: {e}")
+
+    def _set_aside(self, why: str) -> list[Attachment]:
+        aside = f"{self.path}.bad-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+        try:
+            os.replace(self.path, aside)
+        except FileNotFoundError:  # another process set it aside first
+            return []
+        except OSError as e:
+            raise StateError(f"{self.path}: {why}, and cannot move it aside: {e}") from e
+        log.warning("%s: %s; moved aside to %s, starting afresh", self.path, why, aside)
+        return []
 
     def live(self) -> list[Attachment]:
         return [a for a in self.load() if a.alive(self.host)]

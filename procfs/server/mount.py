@@ -77,13 +77,15 @@ def detach(path: str) -> None:
             raise
 
 
-def take_over_dead_mount(path: str) -> bool:
-    """If `path` is a procfs mount whose server died, unmount it and say True. Refuses a mount
-    whose server still runs; leaves every other kind of mount alone (check_mountpoint refuses).
-    Dead: the connection answers ENOTCONN, also while the recorded process still shows (a
-    killed server not yet reaped is a zombie, and its connection closed with its files)."""
-    if mount_type(path) != FSTYPE:
-        return False
+def take_over_dead_mount(path: str) -> str | None:
+    """If `path` is a procfs mount whose server died, unmount it and say its device (binds of
+    it in containers are to be repaired). Refuses a mount whose server still runs; leaves every
+    other kind of mount alone (check_mountpoint refuses). Dead: the connection answers
+    ENOTCONN, also while the recorded process still shows (a killed server not yet reaped is a
+    zombie, and its connection closed with its files)."""
+    top = topmost_mount(path)
+    if top is None or top.fstype != FSTYPE:
+        return None
     record = ServerRecord.of(path)
     if record is not None and record.alive():
         if not connection_dead(path, timeout=LIVE_PROBE_SECONDS):
@@ -92,11 +94,13 @@ def take_over_dead_mount(path: str) -> bool:
         raise UsageError(f"mountpoint {path} is served by another process")
     log.warning("%s: its server died; taking it over", path)
     detach(path)
-    return True
+    return top.dev
 
 
-def check_mountpoint(path: str) -> None:
-    take_over_dead_mount(path)
+def check_mountpoint(path: str) -> str | None:
+    """Refuse a mountpoint we cannot serve on (UsageError); the device of a dead server's mount
+    taken over there, if any."""
+    dead = take_over_dead_mount(path)
     if not os.path.exists(path):
         raise UsageError(f"mountpoint {path} does not exist")
     if not os.path.isdir(path):
@@ -108,6 +112,7 @@ def check_mountpoint(path: str) -> None:
         raise UsageError(f"mountpoint {path} is already a mount")
     if os.listdir(path):
         raise UsageError(f"mountpoint {path} is not empty")
+    return dead
 
 
 def mount_options(config: Config) -> set[str]:

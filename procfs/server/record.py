@@ -40,6 +40,7 @@ class ServerRecord:
     reload: dict[str, Any] = field(default_factory=dict)
     shards: list[str] = field(default_factory=list)
     shard_of: str = ""
+    dev: str = ""  # its mount's device ("major:minor"): binds of it in containers say whose
 
     @staticmethod
     def path_for(mountpoint: str, real: bool = False) -> str:
@@ -59,7 +60,7 @@ class ServerRecord:
             return cls(int(data["pid"]), int(data["start"]), str(data["mountpoint"]),
                        int(data.get("generation", 0)), dict(data.get("reload") or {}),
                        [str(m) for m in data.get("shards") or []],
-                       str(data.get("shard_of") or ""))
+                       str(data.get("shard_of") or ""), str(data.get("dev") or ""))
         except (TypeError, KeyError, ValueError, AttributeError):
             return None
 

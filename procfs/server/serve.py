@@ -11,13 +11,14 @@ import resource
 import signal
 import sys
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import pyfuse3
 import trio
 
 from procfs.attach.reattach import repair_attached
-from procfs.config import Config
+from procfs.config import FSTYPE, Config
 from procfs.files.table import all_nodes, sysinfo_numbers
 from procfs.fuse.ops import ProcFS
 from procfs.runtime.sysinfo_service import serve_sysinfo
@@ -30,6 +31,7 @@ from procfs.server.reload import ReloadError, reload_code
 from procfs.server.services import Services
 from procfs.server.shards import shard_mountpoints, shard_root
 from procfs.server.supervise import Shard, start_shards, watch_lifeline
+from procfs.sources.mountinfo import parse_mountinfo
 
 log = logging.getLogger(__name__)
 
@@ -93,17 +95,44 @@ def run(config: Config) -> int:
     """`procfs serve`: check the mountpoint, fork the shards (procfs.server.prefork: before trio
     runs, so that they share this process's pages), then serve. A forked shard runs this too,
     with its own Config; raises UsageError for a mountpoint it cannot take."""
-    check_mountpoint(config.mountpoint)
+    dead = dead_devices(config.mountpoint)
     raise_fd_limit()  # before the resolver sizes its pidfd budget from it (shards inherit it)
     # A shard runs none of its own, whatever --workers says.
     mounts = [] if config.shard_of else shard_mountpoints(config.mountpoint, config.workers)
-    trio.run(serve, config, fork_shards([config.for_shard(m) for m in mounts], run))
+    trio.run(serve, config, fork_shards([config.for_shard(m) for m in mounts], run), dead)
     return 0
 
 
-async def serve(config: Config, forked: dict[str, tuple[Forked, int]]) -> None:
+def dead_devices(mountpoint: str) -> list[str]:
+    """Check the mountpoint; the devices of the dead servers whose binds containers may still
+    hold: the dead mount taken over there, and the one the last server's record names (its
+    mount may be gone already)."""
+    old = ServerRecord.of(mountpoint)
+    dead = {check_mountpoint(mountpoint)}
+    if old is not None and not old.alive():
+        dead.add(old.dev)
+        # its shards unmounted when it died, leaving their records (watch_lifeline)
+        for shard in old.shards:
+            r = ServerRecord.of(shard)
+            if r is not None and not r.alive():
+                dead.add(r.dev)
+    return sorted(d for d in dead if d)
+
+
+def mount_device(mountpoint: str) -> str:
+    """Our own mount's device, from mountinfo (a stat of our own mount would wait for an
+    answer only this thread can give)."""
+    with open("/proc/self/mountinfo") as f:
+        entries = parse_mountinfo(f.read())
+    found = [e.dev for e in entries if e.mountpoint == mountpoint and e.fstype == FSTYPE]
+    return found[-1] if found else ""
+
+
+async def serve(config: Config, forked: dict[str, tuple[Forked, int]],
+                dead: Sequence[str] = ()) -> None:
     """Serve `config.mountpoint`, supervising its shards: one per mountpoint in `forked`, each
-    forked by run() and running already."""
+    forked by run() and running already; then repair the containers that hold binds of the dead
+    servers' devices `dead` (and those recorded for this mount)."""
     services = Services.build(config)
     ops = ProcFS(all_nodes(services), services.resolver, services.render_cache)
     services.control.register("stats", ops.stats, "open files and requests in progress")
@@ -113,6 +142,7 @@ async def serve(config: Config, forked: dict[str, tuple[Forked, int]]) -> None:
     # Where shards of this mount live, ours now or a previous run's (adopted when orphaned).
     orphans_under = "" if config.shard_of else shard_root(config.mountpoint)
     shards = [Shard(shard_argv(config.for_shard(m)), m, forked=f) for m, f in forked.items()]
+    orphaned = trio.Event()
     try:
         async with trio.open_nursery() as nursery:
             for task in services.background:
@@ -134,20 +164,23 @@ async def serve(config: Config, forked: dict[str, tuple[Forked, int]]) -> None:
             pyfuse3.init(ops, config.mountpoint, mount_options(config))
             log.info("serving %d files at %s", len(ops.files), config.mountpoint)
             try:
+                record.dev = mount_device(record.mountpoint)
                 record.save()
                 nursery.start_soon(_watch_signals, nursery.cancel_scope, ops, services, record,
                                    shards)
                 nursery.start_soon(repair_attached, record.mountpoint, orphans_under,
-                                   record.shards)
+                                   record.shards, dead)
                 if config.lifeline >= 0:
-                    nursery.start_soon(watch_lifeline, config.lifeline, nursery.cancel_scope)
+                    nursery.start_soon(watch_lifeline, config.lifeline, nursery.cancel_scope,
+                                       orphaned)
                 nursery.start_soon(tune_connection, config.mountpoint, config.max_background)
                 sd_notify("READY=1")
                 await pyfuse3.main(max_tasks=ops.worker_tasks)
                 log.info("the FUSE session ended")
                 nursery.cancel_scope.cancel()
             finally:
-                record.remove()
+                if not orphaned.is_set():  # an orphaned shard's record names its device
+                    record.remove()
                 pyfuse3.close(unmount=True)
                 log.info("unmounted %s", config.mountpoint)
     finally:

@@ -139,11 +139,13 @@ class Shard:
             self.proc = None
 
 
-async def watch_lifeline(fd: int, cancel: trio.CancelScope) -> None:
-    """A shard's task: stop serving when the server that started it is gone (EOF)."""
+async def watch_lifeline(fd: int, cancel: trio.CancelScope, orphaned: trio.Event) -> None:
+    """A shard's task: stop serving when the server that started it is gone (EOF), and say so
+    (`orphaned`: its record stays, for the next server to repair its containers' binds)."""
     try:
         await trio.lowlevel.wait_readable(fd)
         log.warning("the server that ran this shard is gone: unmounting")
+        orphaned.set()
         cancel.cancel()
     finally:
         os.close(fd)

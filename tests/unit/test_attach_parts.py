@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import yaml
 from procfs.attach.docker import RUNC_PROC_MOUNTS, docker_flags
 from procfs.attach.errors import ExitCode
 from procfs.attach.oci import BadState, HookState
-from procfs.attach.state import Attachment, StateError, StateFile
+from procfs.attach.state import Attachment, StateFile
 from procfs.cli import parser
 from procfs.cli.attach import EPILOG
 from procfs.sources.hostproc import HostProc
@@ -69,14 +70,22 @@ def test_state_merges_what_one_attach_handled_into_the_entry(tmp_path) -> None:
     assert state.load() == [lent]
 
 
-def test_state_rejects_garbage(tmp_path) -> None:
+@pytest.mark.parametrize("text", ["{not json", "", '{"attached": 3}', '{"attached": [{"pid": 1',
+                                  '[1, 2]', '{"attached": [{"bogus": 1}]}', "\x00\x01garbage"])
+def test_a_bad_state_file_is_set_aside(tmp_path, caplog: pytest.LogCaptureFixture,
+                                       text: str) -> None:
+    """Empty, truncated or garbage: moved aside with a log line, and attaching goes on (it
+    used to make every attach fail until someone deleted the file)."""
     path = tmp_path / "attached.json"
-    path.write_text("{not json")
-    with pytest.raises(StateError, match="cannot read"):
-        StateFile(str(path)).load()
-    path.write_text('{"attached": 3}')
-    with pytest.raises(StateError, match="not a procfs state file"):
-        StateFile(str(path)).load()
+    path.write_text(text)
+    state = StateFile(str(path))
+    with caplog.at_level(logging.WARNING):
+        assert state.load() == []
+    assert not path.exists() and "moved aside" in caplog.text
+    (aside,) = tmp_path.glob("attached.json.bad-*")
+    assert aside.read_text() == text  # kept for a look
+    state.merge(me(), handled=me().files)  # and the next attach records afresh
+    assert state.find(os.getpid()) is not None
 
 
 def test_attachment_round_trips_and_ignores_unknown_keys() -> None:
