@@ -44,3 +44,8 @@ def to_errno(exc: BaseException) -> int:
     if isinstance(exc, OSError) and exc.errno:
         return exc.errno
     return errno.EIO
+
+
+# What a FUSE mount whose server is gone answers: ENOTCONN, or ECONNABORTED for a request that
+# raced the connection's end (now and then the first statfs after a kill -9).
+DEAD_CONNECTION = (errno.ENOTCONN, errno.ECONNABORTED)

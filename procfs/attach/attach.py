@@ -24,7 +24,6 @@ Exit codes of the CLI (`ExitCode`): 0 done, 1 failed (rolled back), 2 usage, 3 n
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -34,7 +33,7 @@ from procfs.attach.child import in_child
 from procfs.attach.errors import NoPermission, NoProcess, Refusal, ServerDown
 from procfs.attach.state import Attachment, StateFile
 from procfs.config import DEFAULT_MOUNT, FSTYPE, state_dir
-from procfs.errors import ProcessGone, ProcfsError
+from procfs.errors import DEAD_CONNECTION, ProcessGone, ProcfsError
 from procfs.fuse.tree import BINDS
 from procfs.server.record import ServerRecord
 from procfs.server.shards import choose
@@ -66,7 +65,7 @@ def server_dev(mount: str, proc_root: str = "/proc") -> str:
     try:
         st = os.stat(mount)
     except OSError as e:
-        if e.errno == errno.ENOTCONN:
+        if e.errno in DEAD_CONNECTION:
             raise ServerDown(f"the procfs server at {mount} is gone "
                              "(transport endpoint not connected)") from e
         raise ServerDown(f"no procfs server mounted at {mount}: {e.strerror}") from e

@@ -78,4 +78,4 @@ class MirrorNode:
             finally:
                 os.close(fd)
 
-        return BytesFile(read(), read)
+        return BytesFile(read)

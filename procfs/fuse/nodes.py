@@ -53,32 +53,55 @@ MAX_RENDERED = 4 << 20
 
 
 class BytesFile:
-    """One rendered generation of a read-only file.
+    """A read-only file as one open sees it: one generation of its content at a time.
 
-    With `refresh`, a read at offset 0 after an earlier read renders a new generation, as the
-    kernel's own /proc files do: `top` keeps /proc/stat (and meminfo) open and re-reads it
-    after `lseek(0)` every refresh. A reader going through the file in chunks never asks for
-    offset 0 twice, so it still sees one consistent generation."""
+    The content is rendered when first read, not at open (a process holding thousands of
+    opens it never read holds no renderings), and let go once a read reaches its end: a
+    reader that goes on reads at that end (EOF) or rewinds. A read at offset 0 after an earlier
+    read renders a new generation, as the kernel's own /proc files do: `top` keeps /proc/stat
+    open and re-reads it after `lseek(0)` every refresh. A reader going through the file in
+    chunks never asks for offset 0 twice, so it sees one consistent generation."""
 
-    __slots__ = ("data", "read_once", "refresh")
+    __slots__ = ("data", "length", "read_once", "render")
 
-    def __init__(self, data: bytes, refresh: Callable[[], bytes] | None = None) -> None:
-        self.data = data[:MAX_RENDERED]
-        self.refresh = refresh
+    def __init__(self, render: Callable[[], bytes] | bytes) -> None:
+        self.render: Callable[[], bytes] | None
+        self.data: bytes | None
+        if isinstance(render, bytes):
+            self.render, self.data = None, render[:MAX_RENDERED]
+        else:
+            self.render, self.data = render, None
+        self.length = -1  # of the generation let go; -1: none yet
         self.read_once = False
 
     async def read(self, offset: int, size: int) -> bytes:
-        if offset == 0 and self.read_once and self.refresh is not None:
-            self.data = self.refresh()[:MAX_RENDERED]
+        data = self.data
+        if self.render is not None and (data is None or (offset == 0 and self.read_once)):
+            if data is None and 0 <= self.length <= offset and offset != 0:
+                return b""  # past the end of the generation read to its end
+            data = self.data = self.render()[:MAX_RENDERED]
+        assert data is not None
         self.read_once = True
-        return self.data[offset : offset + size]
+        chunk = data[offset : offset + size]
+        if self.render is not None and offset + len(chunk) >= len(data):
+            self.drop()  # read to its end: the next read is EOF, or a rewind (a new one)
+        return chunk
+
+    def held(self) -> int:
+        """Bytes of rendering held now."""
+        return len(self.data) if self.data is not None and self.render is not None else 0
+
+    def drop(self) -> None:
+        """Let the rendering go (read again, it is rendered again)."""
+        if self.data is not None and self.render is not None:
+            self.length, self.data = len(self.data), None
 
     async def write(self, offset: int, data: bytes) -> int:
         raise Refused("read-only file", errno.EBADF)
 
     def release(self) -> None:
-        self.data = b""
-        self.refresh = None
+        self.data = None
+        self.render = None
 
 
 PAGE = 4096
@@ -170,7 +193,7 @@ class OverlayNode:
 
         cache = self.cache
         if cache is None:
-            return BytesFile(generate(), generate)
+            return BytesFile(generate)
         cache_key = (self.path, container.key if container is not None else None)
 
         def cached() -> bytes:
@@ -180,4 +203,4 @@ class OverlayNode:
                 cache.put(cache_key, data)
             return data
 
-        return BytesFile(cached(), cached)
+        return BytesFile(cached)

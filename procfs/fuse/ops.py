@@ -25,6 +25,7 @@ from typing import Any, ParamSpec, TypeVar
 import pyfuse3
 
 from procfs.errors import ProcessGone, ProcfsError, Refused, to_errno
+from procfs.fuse.held import Held
 from procfs.fuse.nodes import BytesFile, Caller, FileNode, OpenFile
 from procfs.fuse.rendercache import RenderCache
 from procfs.fuse.tree import BINDS, HIDDEN, PIDS, Inode, Inodes, Node, Tree, join
@@ -107,6 +108,7 @@ class ProcFS(pyfuse3.Operations):
         self._owners: dict[int, Owner] = {}  # fh → the container the file was opened for
         self._open: dict[Owner, int] = {}  # container → its open files
         self._busy: dict[Owner, int] = {}  # container → its requests in progress
+        self.held = Held()  # renderings the open files hold
         self._listings: dict[int, _Listing] = {}
         self._next_fh = itertools.count(1)
         self._mtime_ns = time.time_ns()
@@ -408,6 +410,8 @@ class ProcFS(pyfuse3.Operations):
             return await handle.read(off, size)
         finally:
             self._leave(owner)
+            if isinstance(handle, BytesFile):
+                self.held.seen(fh, owner, handle)
 
     @guarded
     async def write(self, fh: int, off: int, buf: bytes) -> int:
@@ -445,6 +449,7 @@ class ProcFS(pyfuse3.Operations):
             else:
                 self._open.pop(owner, None)
             handle.release()
+            self.held.forget(fh, owner)
 
     async def statfs(self, ctx: Any) -> pyfuse3.StatvfsData:
         s = pyfuse3.StatvfsData()
@@ -462,5 +467,6 @@ class ProcFS(pyfuse3.Operations):
                 "containers_with_open_files": len(self._open),
                 "most_open_by_one_container": max(self._open.values(), default=0),
                 "requests_in_progress": sum(self._busy.values()),
+                "rendered_bytes_held": self.held.total,
                 "container_inodes": self.inodes.views(),
                 "worker_tasks": self.worker_tasks}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
 import subprocess
@@ -12,6 +11,7 @@ import threading
 import pyfuse3
 
 from procfs.config import FSTYPE, Config
+from procfs.errors import DEAD_CONNECTION
 from procfs.server.record import ServerRecord
 from procfs.sources.mountinfo import MountEntry, parse_mountinfo
 from procfs.util.nsmount import umount
@@ -50,7 +50,7 @@ def connection_dead(path: str, timeout: float | None = None) -> bool:
         try:
             os.statvfs(path)
         except OSError as e:
-            if e.errno != errno.ENOTCONN:
+            if e.errno not in DEAD_CONNECTION:
                 raise
             return True
         return False

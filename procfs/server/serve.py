@@ -174,6 +174,7 @@ async def serve(config: Config, forked: dict[str, tuple[Forked, int]],
                     nursery.start_soon(watch_lifeline, config.lifeline, nursery.cancel_scope,
                                        orphaned)
                 nursery.start_soon(tune_connection, config.mountpoint, config.max_background)
+                nursery.start_soon(ops.held.settle)
                 sd_notify("READY=1")
                 await pyfuse3.main(max_tasks=ops.worker_tasks)
                 log.info("the FUSE session ended")

@@ -61,7 +61,7 @@ class Services:
         if config.cache_ttl > 0:  # one RenderCache for every tree this server installs
             s.render_cache = RenderCache(config.cache_ttl, clock=clock)
         s.control = Control(socket_path(config.mountpoint, config.control_dir))
-        s.background.append(s.control.serve)
+        s.background += [s.control.serve, resolver.sweeper]
         if config.kmsg.enabled:
             s.kmsg, tasks = setup_kmsg(config.kmsg, host, resolver, s.control, clock)
             s.background += tasks

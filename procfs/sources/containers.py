@@ -24,6 +24,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+import trio
+
 from procfs.errors import ProcessGone, ProcfsError
 from procfs.sources.cgroups import CgroupDirs, CgroupLayout, parse_proc_cgroup
 from procfs.sources.hostproc import HostProc
@@ -147,6 +149,25 @@ class Resolver:
             return False
         finally:
             os.close(fd)
+
+    def sweep(self) -> int:
+        """Forget the containers whose init has exited (closing their pidfds: a host that
+        churns through containers must not keep a descriptor for each until the cache's bound
+        evicts it); how many went."""
+        gone = [ns for ns, entry in self._cache.items() if not self._alive(entry)]
+        for ns in gone:
+            self._drop(ns)
+        return len(gone)
+
+    async def sweeper(self, period: float = 5.0,
+                      task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """A trio task: `sweep` every `period` seconds."""
+        task_status.started()
+        while True:
+            await trio.sleep(period)
+            gone = self.sweep()
+            if gone:
+                log.debug("forgot %d containers whose init exited", gone)
 
     def containers(self) -> list[Container]:
         """The containers seen recently (and still alive)."""

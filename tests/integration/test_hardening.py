@@ -21,10 +21,11 @@ from pathlib import Path
 
 import pytest
 
+from procfs.fuse.held import MAX_HELD_PER_CONTAINER, SETTLE_EVERY
 from procfs.fuse.ops import MAX_OPEN_PER_CONTAINER
 from procfs.server.control import request, socket_path
 from procfs.server.fusectl import DEFAULT_MAX_BACKGROUND, connection_id
-from tests.support.sandbox import Limits, Server, container, readable_paths, served_paths
+from tests.support.sandbox import Limits, Sandbox, Server, container, readable_paths, served_paths
 
 MIB = 1 << 20
 
@@ -112,6 +113,81 @@ def test_open_files_capped_per_container(own_server: Server) -> None:
         assert other.sh("head -1 /proc/meminfo").split()[1] == str(96 * 1024)  # not starved
         p.communicate("\n", timeout=30)
         assert greedy.sh("head -1 /proc/meminfo").split()[1] == "65536"  # released
+
+
+# Runs inside a container: open a file N times, read a little of each, hold them until told,
+# then close them all.
+HOLDER = """
+import os, resource, sys
+resource.setrlimit(resource.RLIMIT_NOFILE, (20000, 20000))
+path, count, part = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+fds = [os.open(path, os.O_RDONLY) for _ in range(count)]
+got = sum(len(os.read(fd, part)) for fd in fds)
+print(got, flush=True)
+sys.stdin.readline()
+for fd in fds:
+    os.close(fd)
+print("closed", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_held_opens_cost_a_bounded_share_and_are_given_back(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two containers each hold 4000 opens of /proc/slabinfo (the largest file), one read in
+    part, one never read: the server holds no rendering of a file never read and a capped share
+    of those read in part; once they are closed it holds none, and a second round costs no more
+    than the first (issue 24: 85 MB to 289 MB, 295 MB after the close). No render cache: each
+    open renders its own (shared renderings would hide what one open costs)."""
+    monkeypatch.setenv("PROCFS_STATE", str(tmp_path / "attached.json"))
+    with ExitStack() as stack:
+        srv = stack.enter_context(Server(args=["--cache-ttl", "0"]))
+        assert srv.proc is not None
+        pid, mount, count = srv.proc.pid, srv.mountpoint, 4000
+        size = len(Path(mount, "proc/slabinfo").read_bytes())
+        boxes = [stack.enter_context(container(mount, Limits(memory=mib * MIB)))
+                 for mib in (64, 96)]
+        for sb in boxes:
+            sb.sh("cat /proc/slabinfo /proc/meminfo > /dev/null")
+        time.sleep(2 * SETTLE_EVERY)
+        base = rss_kib(pid)
+        rounds = [_hold(stack, boxes, mount, pid, count) for _ in range(2)]
+        assert boxes[0].sh("head -1 /proc/meminfo").split()[1] == str(64 * 1024)
+        assert server_stats(mount)["rendered_bytes_held"] == 0
+    for (holding, held, after) in rounds:
+        print(f"held opens: {2 * count} of a {size}-byte file; server RSS {base} kB, "
+              f"{holding} kB holding them ({held} bytes of renderings), {after} kB after")
+        assert held <= MAX_HELD_PER_CONTAINER  # one container's share: the other read nothing
+        assert holding - base <= 48 * 1024, (base, holding)
+        # What stays is the allocator's high-water mark of the opens' bookkeeping, reused:
+        assert after - base <= 16 * 1024, (base, holding, after)
+    assert rounds[1][2] - rounds[0][2] <= 2 * 1024, rounds
+
+
+def _hold(stack: ExitStack, boxes: list[Sandbox], mount: str, pid: int,
+          count: int) -> tuple[int, int, int]:
+    """One round of HOLDER in each of `boxes` (the first reads 64 bytes of each open, the
+    second none): the server's RSS (kB) and rendered bytes held while they hold their opens,
+    and its RSS once they closed them."""
+    holders = []
+    for sb, part in zip(boxes, (64, 0), strict=True):
+        p = sb.popen(["python3", "-c", HOLDER, "/proc/slabinfo", str(count), str(part)],
+                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        stack.callback(lambda p=p: p.poll() is None and p.kill())
+        holders.append(p)
+    for p, part in zip(holders, (64, 0), strict=True):
+        assert p.stdout is not None
+        assert int(p.stdout.readline()) == count * part
+    stats = server_stats(mount)
+    holding = rss_kib(pid)
+    assert stats["open_files"] >= 2 * count
+    for p in holders:
+        p.communicate("\n\n", timeout=30)
+    deadline = time.monotonic() + 10
+    while server_stats(mount)["open_files"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(2 * SETTLE_EVERY)  # the server's trim, once the closes settle
+    return holding, stats["rendered_bytes_held"], rss_kib(pid)
 
 
 # Runs inside a container: read every bound file in turn until the stop file appears.

@@ -10,7 +10,6 @@ and removed by its own handles: no process is killed by name, no foreign cgroup 
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import shutil
 import signal
@@ -22,6 +21,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
+from procfs.errors import DEAD_CONNECTION
 from procfs.sources.cgroups import CgroupLayout
 
 V1_CONTROLLERS = ("memory", "cpu", "cpuacct", "cpuset", "blkio", "pids")
@@ -399,7 +399,7 @@ class Server:
         try:
             os.statvfs(self.mountpoint)
         except OSError as e:
-            if e.errno == errno.ENOTCONN:  # a dead server's mount (stat may still answer)
+            if e.errno in DEAD_CONNECTION:  # a dead server's mount (stat may still answer)
                 return False
             # other errors (ENOSYS from a server without statfs) say nothing of liveness
         try:

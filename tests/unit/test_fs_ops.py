@@ -14,6 +14,7 @@ import pytest
 
 from procfs.config import Config, KmsgConfig
 from procfs.files.table import all_nodes
+from procfs.fuse.held import Held
 from procfs.fuse.ops import MANY_TASKS, ProcFS, worker_tasks
 from procfs.server.services import Services
 from tests.trees import HOST_PIDNS, MEMINFO, FakeHost, v2_cgroup
@@ -169,3 +170,24 @@ def test_one_worker_task_unless_a_file_waits(tmp_path: Path) -> None:
         ops.build_tree(with_kmsg)
     ops.install(ops.build_tree(all_nodes(services)))  # a reload of the same files goes on
     assert worker_tasks([]) == 1
+
+
+async def test_the_server_holds_a_containers_share_of_partly_read_opens(
+        world: tuple[FakeHost, Path, ProcFS]) -> None:
+    """A container process opening thousands of files and reading each in part holds no more
+    than its share of renderings; closing them gives every byte back."""
+    _, _, ops = world
+    ops.held = Held(per_container=64 << 10, total=1 << 20, trim=lambda: None)
+    inode = inode_of(ops, "proc/meminfo")
+    fhs = []
+    for _ in range(2000):
+        info = await ops.open(inode, os.O_RDONLY, Ctx(51))
+        assert await ops.read(info.fh, 0, 16)
+        fhs.append(info.fh)
+    owner = next(iter(ops._open))  # the container: its only owner
+    assert ops.held.of(owner) <= 64 << 10
+    first = await ops.read(fhs[0], 16, 32)  # let go: rendered again where it was
+    assert first and b"\n" in (await ops.read(fhs[0], 0, 4096))
+    for fh in fhs:
+        await ops.release(fh)
+    assert ops.held.total == 0 and ops.open_handles() == 0

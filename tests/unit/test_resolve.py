@@ -112,3 +112,16 @@ def test_cache_is_bounded(host: FakeHost) -> None:
         host.add_process(500 + i, ppid=100, pidns=NS_B + 10 + i, nspid=(500 + i, 1))
         r.resolve(500 + i)
     assert len(r.containers()) == 2
+
+
+def test_sweep_forgets_containers_whose_init_exited(host: FakeHost) -> None:
+    """A churning host must not keep an entry (and a pidfd, on a real /proc) per dead
+    container until the cache's bound evicts it."""
+    r = resolver(host)
+    assert r.resolve(201) is not None and len(r.containers()) == 1
+    assert r.sweep() == 0
+    for pid in (200, 201, 202):  # the init's death ends its pid namespace
+        host.remove_process(pid)
+    assert r.sweep() == 1
+    assert r._cache == {}  # what the sweep is for
+    assert r.sweep() == 0

@@ -224,14 +224,16 @@ def test_sighup_reaches_a_running_shard_only(tmp_path: Path) -> None:
 def test_a_shard_stops_when_its_lifeline_breaks() -> None:
     async def main() -> None:
         r, w = os.pipe()
+        orphaned = trio.Event()
         with trio.CancelScope() as scope:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(watch_lifeline, r, scope)
+                nursery.start_soon(watch_lifeline, r, scope, orphaned)
                 await trio.testing.wait_all_tasks_blocked()
                 assert not scope.cancel_called  # the server lives: nothing happens
+                assert not orphaned.is_set()
                 os.close(w)  # the server is gone
                 await trio.sleep_forever()
-        assert scope.cancel_called
+        assert scope.cancel_called and orphaned.is_set()  # its record is kept
         with pytest.raises(OSError):
             os.fstat(r)  # closed by the watcher
 
