@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 RELOAD = False  # the resolver and the containers in its cache outlive a reload
 NS_GET_PARENT = 0xB702  # ioctl: the parent of a pid namespace (linux/nsfs.h)
+SWEEP_PERIOD = 5.0  # seconds between two sweeps of the containers whose init exited
 
 
 @dataclass(frozen=True)
@@ -159,7 +160,7 @@ class Resolver:
             self._drop(ns)
         return len(gone)
 
-    async def sweeper(self, period: float = 5.0,
+    async def sweeper(self, period: float = SWEEP_PERIOD,
                       task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """A trio task: `sweep` every `period` seconds."""
         task_status.started()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import resource
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from procfs.sources.cgroups import CgroupLayout
-from procfs.sources.containers import Resolver
+from procfs.sources.containers import SWEEP_PERIOD, Resolver
 from procfs.sources.hostproc import HostProc
 from tests.support.sandbox import Limits, Sandbox, Server, container
 
@@ -119,3 +120,55 @@ def test_pidfd_budget(make_container) -> None:
     finally:
         r.close()
     assert r._pidfds_held == 0
+
+
+def _family(pid: int) -> list[int]:
+    """`pid` and its children (a server's shards)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [pid, *map(int, f.read().split())]
+    except OSError:
+        return [pid]
+
+
+def _fds(pids: list[int]) -> int:
+    return sum(len(os.listdir(f"/proc/{p}/fd")) for p in pids)
+
+
+def _rss_kib(pids: list[int]) -> int:
+    total = 0
+    for p in pids:
+        with open(f"/proc/{p}/status") as f:
+            total += next(int(x.split()[1]) for x in f if x.startswith("VmRSS:"))
+    return total
+
+
+def test_churn_of_short_lived_containers_leaves_nothing_behind(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """300 containers one after another, each reading its files once: the server and its shards
+    hold no more descriptors after than before, and about the same memory (issue 24: 89 → 1367
+    descriptors after 640 containers, a pidfd per dead container until the LRU's bound)."""
+    monkeypatch.setenv("PROCFS_STATE", str(tmp_path / "attached.json"))
+    count = int(os.environ.get("PROCFS_CHURN_CONTAINERS", "300"))
+    with Server(args=["--control-dir", str(tmp_path), "--workers", "auto"]) as srv:
+        assert srv.proc is not None
+        first = container(srv.mountpoint, Limits(memory=48 * MIB))
+        with first as sb:
+            sb.sh("cat /proc/meminfo /proc/stat /proc/uptime > /dev/null")
+        time.sleep(SWEEP_PERIOD + 1)
+        family = _family(srv.proc.pid)
+        fds, rss = _fds(family), _rss_kib(family)
+        for i in range(count):
+            mib = 32 + i % 64
+            with container(srv.mountpoint, Limits(memory=mib * MIB)) as sb:
+                out = sb.sh("head -1 /proc/meminfo; cat /proc/stat /proc/uptime > /dev/null")
+                assert out.split()[1] == str(mib * 1024), out
+        peak = _fds(family)
+        time.sleep(SWEEP_PERIOD + 1)
+        assert _family(srv.proc.pid) == family  # no shard restarted meanwhile
+        fds_after, rss_after = _fds(family), _rss_kib(family)
+        print(f"churn of {count} containers: descriptors {fds} → {peak} → {fds_after}, "
+              f"RSS {rss} → {rss_after} kB ({len(family)} serving processes)")
+        assert fds_after <= fds + 4, (fds, peak, fds_after)
+        assert rss_after - rss <= 8 * 1024 * len(family), (rss, rss_after)
+        assert "Traceback" not in srv.log()
