@@ -30,8 +30,7 @@ from procfs.config import state_dir
 from procfs.server.record import ServerRecord, mount_key
 
 MAX_AUTO = 4  # `--workers auto`: one per CPU, at most this many (each forked shard ~10 MiB)
-GOLDEN = 0x9E3779B97F4A7C15  # Fibonacci hashing: namespace inodes come in strides (one per
-# namespace a container makes), so `inode % K` would send them all to the same process
+MASK64 = (1 << 64) - 1
 
 
 def parse_workers(text: str) -> int:
@@ -77,9 +76,21 @@ def choose(mountpoint: str, key: int) -> str:
     record = ServerRecord.of(mountpoint)
     if record is None or not record.shards:
         return mountpoint
-    spread = (key * GOLDEN) % (1 << 64) >> 32
-    pick = record.shards[spread % len(record.shards)]
+    pick = record.shards[spread(key, len(record.shards))]
     if serving(pick):
         return pick
     live = served_by(mountpoint, record)[1:] or [mountpoint]
-    return live[spread % len(live)]
+    return live[spread(key, len(live))]
+
+
+def spread(key: int, count: int) -> int:
+    """`key`'s place among `count`, evenly for any keys: namespace inodes come in strides (one
+    per namespace a container makes, allocated one after another), so `key % count` would
+    send a host's containers all to one process, and a multiplicative hash's middle bits
+    still cluster them in runs. splitmix64's finalizer mixes every bit of the key into every
+    bit of the result; the top bits pick (multiply and shift, not a modulo)."""
+    z = (key + 0x9E3779B97F4A7C15) & MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
+    z ^= z >> 31
+    return (z * count) >> 64

@@ -16,7 +16,7 @@ import trio.testing
 
 from procfs.server import supervise
 from procfs.server.record import ServerRecord
-from procfs.server.shards import MAX_AUTO, choose, parse_workers, shard_mountpoints
+from procfs.server.shards import MAX_AUTO, choose, parse_workers, shard_mountpoints, spread
 from procfs.server.supervise import Shard, watch_lifeline
 from procfs.sources.hostproc import HostProc
 
@@ -49,6 +49,28 @@ def _record(mountpoint: str, alive: bool, shards: list[str] | None = None) -> No
     me = os.getpid()
     start = HostProc().stat(me).start_ticks
     ServerRecord(me, start if alive else start + 1, mountpoint, shards=shards or []).save()
+
+
+def _longest_run(picks: list[int]) -> int:
+    longest = run = 1
+    for a, b in itertools.pairwise(picks):
+        run = run + 1 if a == b else 1
+        longest = max(longest, run)
+    return longest
+
+
+@pytest.mark.parametrize("count", [2, 3, 4, 8])
+@pytest.mark.parametrize("stride", [1, 2, 3, 4, 5, 8, 16])
+def test_consecutive_containers_spread_evenly(count: int, stride: int) -> None:
+    """Containers made one after another (pid namespace inodes a stride apart: one per
+    namespace each makes) land on the shards evenly and without long runs on one (before:
+    runs of 40-90 on one shard)."""
+    first = 4026532000 + 123
+    picks = [spread(first + stride * i, count) for i in range(2000)]
+    expected = 2000 / count
+    assert all(abs(picks.count(k) - expected) < 0.15 * expected for k in range(count)), \
+        [picks.count(k) for k in range(count)]
+    assert _longest_run(picks) <= 16, _longest_run(picks)  # a fair coin's, for 2000 tosses
 
 
 def test_choose_spreads_by_key_and_passes_over_a_shard_down(state: Path) -> None:
