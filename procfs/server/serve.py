@@ -27,7 +27,7 @@ from procfs.server.mount import check_mountpoint, mount_options
 from procfs.server.notify import sd_notify
 from procfs.server.prefork import Forked, fork_shards
 from procfs.server.record import ServerRecord
-from procfs.server.reload import ReloadError, reload_code
+from procfs.server.reload import ReloadError, reload_code, remember
 from procfs.server.services import Services
 from procfs.server.shards import shard_mountpoints, shard_root
 from procfs.server.supervise import Shard, start_shards, watch_lifeline
@@ -135,6 +135,7 @@ async def serve(config: Config, forked: dict[str, tuple[Forked, int]],
     servers' devices `dead` (and those recorded for this mount)."""
     services = Services.build(config)
     ops = ProcFS(all_nodes(services), services.resolver, services.render_cache)
+    remember()  # the sources in service: a reload re-executes those changed since
     services.control.register("stats", ops.stats, "open files and requests in progress")
     record = ServerRecord.mine(config.mountpoint, services.host)
     record.shard_of = config.shard_of

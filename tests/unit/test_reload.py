@@ -10,7 +10,8 @@ from pathlib import Path
 from procfs.config import Config
 from procfs.files.table import all_nodes
 from procfs.fuse.ops import ProcFS
-from procfs.server.reload import RELOADABLE, reload_code, reloadable
+from procfs.server import reload
+from procfs.server.reload import RELOADABLE, reload_code, reloadable, remember
 from procfs.server.services import Services
 from tests.trees import FakeHost, write
 
@@ -60,6 +61,8 @@ def reload_keeps_inodes_and_state(tmp_path: Path) -> None:
             return node.render.__self__  # type: ignore[attr-defined]
 
         old_files = loadavg_files()
+        remember()
+        reload._loaded["overlays.meminfo"] = None  # as if its source changed since it was loaded
         result = reload_code(ops, services)
         after = {node.path: inode for inode, node in ops.files.items()}
         assert after == before and result.files == len(before)
@@ -71,6 +74,10 @@ def reload_keeps_inodes_and_state(tmp_path: Path) -> None:
         assert new_files.loads is tracker  # type: ignore[attr-defined]
         assert sum(task == tracker.run for task in services.background) == 1  # one sampler
         assert sys.modules["overlays.meminfo"].render is not old_meminfo  # new code
-        assert "overlays.meminfo" in result.modules
+        # what changed and what imports it, not the rest
+        assert {"overlays.meminfo", "procfs.sources.memory", "procfs.files.memory",
+                "procfs.files.table"} <= set(result.modules)
+        assert "overlays.cpuinfo" not in result.modules
+        assert reload_code(ops, services).modules == ()  # nothing changed since
     finally:
         services.close()
