@@ -1,9 +1,11 @@
 """The benchmark run: three servers, N containers, one reader program, one results file.
 
-Every container is a real cgroup (memory and CPU limits) with an init in a pid namespace of its
-own; readers join a container's cgroup and pid namespace (`nsenter --pid`) and read the three
-mounts by their paths, so all three servers resolve them the same way: through the init of the
-reader's pid namespace.
+Every container is a real cgroup (memory and CPU limits) with an init in pid and mount namespaces
+of its own, and reads each server's files through bind mounts, as a container does: procfs's
+bound over /proc and /sys by `procfs attach` (from the shard it picks), LXCFS's and the floor's
+under /mnt/<server>/ (a tmpfs of the container's). Readers join a container's cgroup and
+namespaces (`nsenter --pid --mount`), so every server resolves them the same way: through the
+init of the reader's pid namespace; and no server sees a path walked through its tree per open.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.daemons import Daemon, Floor, Lxcfs, Procfs, ensure_lxcfs
+from procfs.attach.attach import Attacher
 from procfs.server.shards import choose, served_by
 from procfs.sources.hostproc import HostProc
 from tests.support.sandbox import Cgroup, Limits, Sandbox, served_paths, unique_name
@@ -98,12 +101,28 @@ class Container:
         self.pidns = HostProc().pid_ns(self.sandbox.pid)
         return self
 
+    def bind(self, procfs: str, binds: Sequence[str], others: dict[str, str],
+             files: Sequence[str]) -> None:
+        """Bind procfs's `binds` (mounted at `procfs`) over the container's own, as `procfs
+        attach` does, and `files` of each of `others` (server → mountpoint) under /mnt/<server>."""
+        assert self.sandbox is not None
+        Attacher(procfs, spread=True).attach(self.sandbox.pid, files=list(binds))
+        script = ["mount -t tmpfs -o size=1m bench /mnt"]
+        for server, mount in others.items():
+            for rel in files:
+                dst = f"/mnt/{server}/{rel}"
+                script.append(f"mkdir -p {os.path.dirname(dst)} && touch {dst} && "
+                              f"mount --bind {os.path.join(mount, rel)} {dst}")
+        subprocess.run(["nsenter", "--target", str(self.sandbox.pid), "--mount", "--",
+                        "sh", "-ec", "\n".join(script)], check=True, capture_output=True,
+                       timeout=60)
+
     def popen(self, argv: Sequence[str], **kw: Any) -> subprocess.Popen[str]:
         assert self.sandbox is not None
         cg = self.cgroup
         return subprocess.Popen(
-            ["nsenter", "--target", str(self.sandbox.pid), "--pid", "--", *argv], text=True,
-            preexec_fn=lambda: cg.add(os.getpid()), **kw)
+            ["nsenter", "--target", str(self.sandbox.pid), "--pid", "--mount", "--", *argv],
+            text=True, preexec_fn=lambda: cg.add(os.getpid()), **kw)
 
     def stop(self) -> None:
         if self.sandbox is not None:
@@ -132,14 +151,11 @@ class Bench:
         self.containers: list[Container] = []
         self.reader = ""
         self.files: list[str] = []
+        self.binds: list[str] = []  # what procfs binds for them (a file, or its directory)
 
-    def path(self, server: str, rel: str, c: Container) -> str:
-        """Where `c` reads `rel` from `server`: for procfs, the mount `procfs attach` would
-        bind it from (with --workers, one of its shards)."""
-        mount = self.daemons[server].mountpoint
-        if server == "procfs":
-            mount = choose(mount, c.pidns)
-        return os.path.join(mount, rel)
+    def path(self, server: str, rel: str) -> str:
+        """Where a container reads `rel` from `server` (Container.bind)."""
+        return "/" + rel if server == "procfs" else f"/mnt/{server}/{rel}"
 
     # Set-up
 
@@ -149,9 +165,10 @@ class Bench:
         stack.callback(procfs.stop)
         procfs.start()
         self.daemons["procfs"] = procfs
-        served = set(served_paths(procfs.mountpoint))
-        self.files = [f for f in FILES if f in served]
-        skipped = [f for f in FILES if f not in served]
+        units = served_paths(procfs.mountpoint)  # files, and directories bound whole
+        self.binds = sorted({u for f in FILES for u in units if f == u or f.startswith(u + "/")})
+        self.files = [f for f in FILES if any(f == u or f.startswith(u + "/") for u in units)]
+        skipped = [f for f in FILES if f not in self.files]
         lx = Lxcfs(lxcfs)
         stack.callback(lx.stop)
         lx.start()
@@ -171,9 +188,12 @@ class Bench:
             c = Container(len(self.containers))
             self.containers.append(c)  # before start: stopped on failure too
             c.start()
+            c.bind(self.daemons["procfs"].mountpoint, self.binds,
+                   {s: self.daemons[s].mountpoint for s in SERVERS if s != "procfs"},
+                   self.files)
         batch: list[subprocess.Popen[str]] = []
+        paths = [self.path(s, f) for s in SERVERS for f in self.files]
         for c in self.containers[first:]:
-            paths = [self.path(s, f, c) for s in SERVERS for f in self.files]
             batch.append(c.popen([self.reader, "once", *paths], stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE))
             if len(batch) >= 16:
@@ -198,7 +218,7 @@ class Bench:
     def latency(self, rel: str) -> dict[str, dict[str, float]]:
         """p50/p99 of open+read+close from container 0, the three servers interleaved."""
         c = self.containers[0]
-        paths = [self.path(s, rel, c) for s in SERVERS]
+        paths = [self.path(s, rel) for s in SERVERS]
         _communicate(c.popen([self.reader, "lat", "50", *paths], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE), 120)  # warm-up
         cpu0 = {s: self.daemons[s].cpu_seconds() for s in SERVERS}
@@ -218,8 +238,8 @@ class Bench:
         try:
             for i in range(readers):
                 c = self.containers[i % len(self.containers)]
-                path = self.path(server, rel, c)
-                procs.append(c.popen([self.reader, "tput", str(self.o.tput_seconds), path],
+                procs.append(c.popen([self.reader, "tput", str(self.o.tput_seconds),
+                                      self.path(server, rel)],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE))
             for p in procs:
@@ -250,6 +270,8 @@ class Bench:
         with tempfile.TemporaryDirectory(prefix="procfs-bench-") as tmp, \
                 contextlib.ExitStack() as stack:
             self.reader = compile_reader(tmp)
+            # procfs's records and attachments: the run's own (the server inherits it)
+            stack.enter_context(_environ("PROCFS_STATE", os.path.join(tmp, "attached.json")))
             stack.callback(self.stop_containers)
             results.skipped = self.start_daemons(stack)
             results.files = self.files
@@ -285,6 +307,19 @@ class Bench:
         self.containers.clear()
         if errors:
             raise errors[0]
+
+
+@contextlib.contextmanager
+def _environ(name: str, value: str) -> Iterator[None]:
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = old
 
 
 @contextlib.contextmanager
