@@ -34,6 +34,8 @@ def parse(argv: list[str] | None) -> Options:
                    help="extra options for `procfs serve`, e.g. '--cache-ttl 0'")
     p.add_argument("--floor-workers", type=int, default=1, metavar="K",
                    help="processes serving the floor's connection (1): what more would buy")
+    p.add_argument("--noisy-seconds", type=float, default=None,
+                   help="each run of the noisy-neighbour scenario (5; --quick 0.5; 0: none)")
     p.add_argument("--out", type=Path, default=None,
                    help="results directory (benchmarks/results; --quick: benchmarks/results/quick)")
     a = p.parse_args(argv)
@@ -42,12 +44,15 @@ def parse(argv: list[str] | None) -> Options:
                 floor_workers=max(a.floor_workers, 1))
     if a.quick:
         o.ns, o.reads, o.tput_seconds, o.quick = [1, 2], 200, 0.2, True
+        o.noisy_seconds = 0.5
         o.out = o.out / "quick"
     o.ns = a.n or o.ns
     o.reads = a.reads or o.reads
     o.tput_seconds = a.seconds or o.tput_seconds
     o.concurrency = tuple(a.readers or o.concurrency)
     o.out = a.out or o.out
+    if a.noisy_seconds is not None:
+        o.noisy_seconds = a.noisy_seconds
     return o
 
 
@@ -59,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     options = {"ns": o.ns, "reads": o.reads, "tput_seconds": o.tput_seconds,
                "readers": list(o.concurrency), "tput_at": o.tput_at,
                "procfs_workers": int(o.procfs_workers), "procfs_args": o.procfs_args,
-               "floor_workers": o.floor_workers}
+               "floor_workers": o.floor_workers, "noisy_seconds": o.noisy_seconds}
     results = Results(files=[], skipped=[], options=options, machine=machine())
     try:
         with sigterm_as_interrupt():

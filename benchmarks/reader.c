@@ -8,6 +8,9 @@
  *   reader tput SECONDS PATH   prints "R" and waits for one byte on stdin (the start signal of
  *                              all readers), then reads PATH for SECONDS; prints
  *                              "reads elapsed_ns errors".
+ *   reader paced MS COUNT PATH one read every MS milliseconds, COUNT times (a neighbour that
+ *                              reads now and then, as `top` does); prints "R", waits for one
+ *                              byte on stdin, then "p50_ns p99_ns mean_ns errors".
  *   reader once PATH...        reads each PATH once; exit status 1 if any failed.
  */
 #define _GNU_SOURCE
@@ -66,6 +69,35 @@ static int lat(long count, int npaths, char **paths) {
     return 0;
 }
 
+static int paced(double ms, long count, const char *path) {
+    char go;
+    printf("R\n");
+    fflush(stdout);
+    if (read(0, &go, 1) != 1) return 2;
+    int64_t *t = calloc((size_t)count, sizeof *t);
+    if (!t) return 2;
+    long errors = 0;
+    int64_t next = now_ns();
+    for (long i = 0; i < count; i++) {
+        next += (int64_t)(ms * 1e6);
+        int64_t t0 = now_ns();
+        if (read_once(path) < 0) errors++;
+        t[i] = now_ns() - t0;
+        int64_t left = next - now_ns();
+        if (left > 0) {
+            struct timespec ts = {left / 1000000000, left % 1000000000};
+            nanosleep(&ts, NULL);
+        }
+    }
+    qsort(t, count, sizeof *t, cmp64);
+    double sum = 0;
+    for (long i = 0; i < count; i++) sum += (double)t[i];
+    long i99 = (long)(0.99 * (count - 1) + 0.5);
+    printf("%lld %lld %.0f %ld\n", (long long)t[(count - 1) / 2], (long long)t[i99],
+           sum / count, errors);
+    return 0;
+}
+
 static int tput(double seconds, const char *path) {
     char go;
     printf("R\n");
@@ -85,12 +117,15 @@ static int tput(double seconds, const char *path) {
 int main(int argc, char **argv) {
     if (argc >= 4 && strcmp(argv[1], "lat") == 0) return lat(atol(argv[2]), argc - 3, argv + 3);
     if (argc == 4 && strcmp(argv[1], "tput") == 0) return tput(atof(argv[2]), argv[3]);
+    if (argc == 5 && strcmp(argv[1], "paced") == 0)
+        return paced(atof(argv[2]), atol(argv[3]), argv[4]);
     if (argc >= 3 && strcmp(argv[1], "once") == 0) {
         int rc = 0;
         for (int i = 2; i < argc; i++)
             if (read_once(argv[i]) < 0) { perror(argv[i]); rc = 1; }
         return rc;
     }
-    fprintf(stderr, "usage: reader lat COUNT PATH... | tput SECONDS PATH | once PATH...\n");
+    fprintf(stderr, "usage: reader lat COUNT PATH... | tput SECONDS PATH | "
+                    "paced MS COUNT PATH | once PATH...\n");
     return 2;
 }

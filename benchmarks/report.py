@@ -10,12 +10,13 @@ from dataclasses import asdict
 from pathlib import Path
 
 from benchmarks.daemons import lxcfs_version
-from benchmarks.run import SERVERS, Results
+from benchmarks.run import NOISY_FILE, NOISY_READERS, PACE_MS, SERVERS, Results
 
 # The targets.
 P50_VS_FLOOR = 1.25
 GROWTH = 1.2
 RSS_LIMIT = 64 << 20
+NOISY_P50, NOISY_P99 = 1.5, 3.0  # a neighbour's latency beside a noisy container / alone
 
 
 def machine() -> dict[str, str]:
@@ -110,6 +111,7 @@ def markdown(r: Results) -> str:
                     f"| {p['cpu_ms_per_1000']:.0f} | {x['cpu_ms_per_1000']:.0f} "
                     f"| {fl['cpu_ms_per_1000']:.0f} |")
         lines.append("")
+    lines += neighbours(r)
     if len(ns) > 1:
         lo, hi = ns[0], ns[-1]
         lines += [f"## p50 growth from N = {lo} to N = {hi} (p50 at {hi} / p50 at {lo})", "",
@@ -136,8 +138,27 @@ def markdown(r: Results) -> str:
                  for v in by.values())
     errors += sum(v["errors"] for by_r in r.tput.values() for by_f in by_r.values()
                   for by in by_f.values() for v in by.values())
+    errors += sum(m[k]["errors"] for by_s in r.neighbours.values() for m in by_s.values()
+                  for k in ("quiet", "noisy"))
     lines += [f"Failed reads in the whole run: {errors:.0f}.", ""]
     return "\n".join(lines)
+
+
+def neighbours(r: Results) -> list[str]:
+    if not r.neighbours:
+        return []
+    lines = [f"## Noisy neighbour ({NOISY_FILE}: a neighbour reads every {PACE_MS:g} ms, "
+             f"alone, then while another container runs {NOISY_READERS} tight readers)", "",
+             "| placement | server | p50 alone | p99 alone | p50 beside | p99 beside "
+             "| p50 × | p99 × | errors |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for placement, by_server in r.neighbours.items():
+        for server, m in by_server.items():
+            q, n = m["quiet"], m["noisy"]
+            lines.append(f"| {placement} | {'LXCFS' if server == 'lxcfs' else server} "
+                         f"| {_us(q['p50'])} | {_us(q['p99'])} | {_us(n['p50'])} "
+                         f"| {_us(n['p99'])} | {_ratio(n['p50'], q['p50'])} "
+                         f"| {_ratio(n['p99'], q['p99'])} | {int(q['errors'] + n['errors'])} |")
+    return [*lines, ""]
 
 
 def targets(r: Results) -> list[tuple[str, bool, str]]:
@@ -163,6 +184,13 @@ def targets(r: Results) -> list[tuple[str, bool, str]]:
         out.append((f"throughput with {top} readers ≥ LXCFS's (N = {n})",
                     ratios[f_min] >= 1.0,
                     f"worst procfs/LXCFS {ratios[f_min]:.2f} ({_short(f_min)})"))
+    for placement, by_server in r.neighbours.items():
+        m = by_server["procfs"]
+        p50 = m["noisy"]["p50"] / m["quiet"]["p50"]
+        p99 = m["noisy"]["p99"] / m["quiet"]["p99"]
+        out.append((f"a noisy neighbour on the {placement} raises p50 ≤ {NOISY_P50}×, "
+                    f"p99 ≤ {NOISY_P99}×", p50 <= NOISY_P50 and p99 <= NOISY_P99,
+                    f"p50 {p50:.2f}×, p99 {p99:.2f}×"))
     rss = r.rss[hi]["procfs"]
     total = r.rss_sum.get(hi, {}).get("procfs", 0)
     out.append((f"resident memory ≤ 64 MiB with {hi} containers seen", rss <= RSS_LIMIT,

@@ -37,6 +37,10 @@ FILES = (
     "sys/devices/system/cpu/online",
 )
 SERVERS = ("procfs", "lxcfs", "floor")
+# The noisy-neighbour scenario: one container's tight readers against a neighbour's paced one.
+NOISY_FILE = "proc/meminfo"
+NOISY_READERS = 32
+PACE_MS = 10.0
 MIB = 1 << 20
 READER_SOURCE = Path(__file__).with_name("reader.c")
 RESULTS = Path(__file__).with_name("results")
@@ -54,6 +58,7 @@ class Options:
     procfs_workers: str = "auto"  # `procfs serve --workers`
     procfs_args: list[str] = field(default_factory=list)  # extra `procfs serve` options
     floor_workers: int = 1  # processes serving the floor's one connection (a lever measured)
+    noisy_seconds: float = 5.0  # each run of the noisy-neighbour scenario (0: none)
 
 
 @dataclass
@@ -75,6 +80,10 @@ class Results:
     pss: dict[int, dict[str, int]] = field(default_factory=dict)
     setup_seconds: dict[int, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    # neighbours[placement][server] = {"quiet": {...}, "noisy": {...}} (p50, p99, mean, errors)
+    # of a neighbour's paced reads, alone and while another container hammers; placement
+    # "same process" or "other process" (procfs with shards; LXCFS is one process)
+    neighbours: dict[str, dict[str, dict[str, dict[str, float]]]] = field(default_factory=dict)
 
 
 def compile_reader(directory: str) -> str:
@@ -266,6 +275,64 @@ class Bench:
                     p.wait()
         return {"rps": rps, "cpu_ms_per_1000": cpu * 1e6 / max(reads, 1), "errors": errors}
 
+    def paced(self, server: str, neighbour: Container, noisy: Container | None,
+              count: int) -> dict[str, float]:
+        """The neighbour's paced reads of NOISY_FILE from `server` (p50, p99, mean ns, errors),
+        with NOISY_READERS tight readers in `noisy` all along (None: alone)."""
+        path = self.path(server, NOISY_FILE)
+        procs: list[subprocess.Popen[str]] = []
+        try:
+            me = neighbour.popen([self.reader, "paced", str(PACE_MS), str(count), path],
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE)
+            procs.append(me)
+            seconds = count * PACE_MS / 1000 + 1.0
+            for _ in range(NOISY_READERS if noisy is not None else 0):
+                assert noisy is not None
+                procs.append(noisy.popen([self.reader, "tput", str(seconds), path],
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=subprocess.PIPE))
+            for p in procs:
+                assert p.stdout is not None
+                if p.stdout.readline().strip() != "R":
+                    raise RuntimeError(f"reader did not start: {p.communicate()[1]}")
+            for p in procs[1:] + procs[:1]:  # the noise first, then the neighbour
+                assert p.stdin is not None
+                p.stdin.write("g")
+                p.stdin.flush()
+            if noisy is not None:
+                time.sleep(0.2)  # the noise at full speed before the neighbour starts
+            p50, p99, mean, errors = (float(x) for x in _communicate(me, seconds + 60).split())
+            for p in procs[1:]:
+                _communicate(p, seconds + 60)
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+        return {"p50": p50, "p99": p99, "mean": mean, "errors": errors}
+
+    def neighbours(self, results: Results) -> None:
+        """A neighbour's paced reads alone and beside a container hammering the same file: on
+        the same serving process and, with procfs's shards, on another."""
+        main = self.daemons["procfs"].mountpoint
+        noisy = self.containers[0]
+        where = {c: choose(main, c.pidns) for c in self.containers}
+        placements = {"same process": next((c for c in self.containers[1:]
+                                            if where[c] == where[noisy]), None),
+                      "other process": next((c for c in self.containers[1:]
+                                             if where[c] != where[noisy]), None)}
+        count = max(50, int(self.o.noisy_seconds * 1000 / PACE_MS))
+        for placement, neighbour in placements.items():
+            if neighbour is None:
+                results.notes.append(f"noisy neighbour, {placement}: no such pair of containers "
+                                     f"among {len(self.containers)}")
+                continue
+            servers = ("procfs",) if placement == "other process" else ("procfs", "lxcfs")
+            results.neighbours[placement] = {
+                s: {"quiet": self.paced(s, neighbour, None, count),
+                    "noisy": self.paced(s, neighbour, noisy, count)} for s in servers}
+
     def run(self, results: Results) -> None:
         with tempfile.TemporaryDirectory(prefix="procfs-bench-") as tmp, \
                 contextlib.ExitStack() as stack:
@@ -290,6 +357,8 @@ class Bench:
                             by_file[f] = {s: self.throughput(s, f, readers) for s in order}
                         by_readers[readers] = by_file
                     results.tput[n] = by_readers
+                if n == largest and self.o.noisy_seconds > 0:
+                    self.neighbours(results)
                 results.rss[n] = {s: self.daemons[s].resident_bytes() for s in SERVERS}
                 results.rss_sum[n] = {s: self.daemons[s].rss_bytes() for s in SERVERS}
                 results.pss[n] = {s: self.daemons[s].pss_bytes() for s in SERVERS}

@@ -18,13 +18,14 @@ import os
 import select
 import stat
 import time
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
 import pyfuse3
 
 from procfs.errors import ProcessGone, ProcfsError, Refused, to_errno
+from procfs.fuse.fair import Gate
 from procfs.fuse.held import Held
 from procfs.fuse.nodes import BytesFile, Caller, FileNode, OpenFile
 from procfs.fuse.rendercache import RenderCache
@@ -42,22 +43,16 @@ P = ParamSpec("P")
 ENTRY_TIMEOUT = 1.0
 ATTR_TIMEOUT = 1.0
 
-# What one container may hold of the server: open files (each keeps one rendering, at most
-# nodes.MAX_RENDERED bytes) and requests in progress at once (a blocking read holds one of
-# pyfuse3's worker tasks; without a cap one container could take them all and starve the rest).
+# What one container may hold of the server: open files (each keeps a rendering while it is
+# read, procfs.fuse.held). Its requests in progress are not capped: they take turns with the
+# other containers' (procfs.fuse.fair), each waiting in a worker task of its own.
 MAX_OPEN_PER_CONTAINER = 4096
-MAX_BUSY_PER_CONTAINER = 16
 
-# pyfuse3's worker tasks (`pyfuse3.main(max_tasks=...)`). With more than one, two idle tasks hand
-# pyfuse3's read lock to each other on every request (docs/performance.md: 20-40 % more CPU per
-# read with 8 readers). Only a handler that waits (a blocking dev/kmsg read) needs a second
-# task, so a tree without such a file is served by one.
-MANY_TASKS = 99  # pyfuse3's default
-
-
-def worker_tasks(nodes: Iterable[Node]) -> int:
-    """The worker tasks a server of `nodes` needs: one unless a node's requests may wait."""
-    return MANY_TASKS if any(getattr(n, "waits", False) for n in nodes) else 1
+# pyfuse3's worker tasks (`pyfuse3.main(max_tasks=...)`): requests waiting for their turn
+# (procfs.fuse.fair) or for a record (a blocking dev/kmsg read) each hold one, and a bound of all
+# would let one container's requests use up everyone's. Idle tasks do not pile up: pyfuse3 ends
+# one that finishes while two others wait to read.
+MANY_TASKS = 2**31 - 1
 
 
 Owner = tuple[int, int, int] | None  # a container's key; None: the host
@@ -101,7 +96,7 @@ class ProcFS(pyfuse3.Operations):
         self.cache = cache
         self.inodes = Inodes()
         self.inodes.host("")  # the root: pyfuse3.ROOT_INODE
-        self.worker_tasks = worker_tasks(nodes)  # fixed once pyfuse3.main runs with it
+        self.worker_tasks = MANY_TASKS
         self.tree = Tree()
         self.install(self.build_tree(nodes))
         self._handles: dict[int, OpenFile] = {}
@@ -109,6 +104,7 @@ class ProcFS(pyfuse3.Operations):
         self._open: dict[Owner, int] = {}  # container → its open files
         self._busy: dict[Owner, int] = {}  # container → its requests in progress
         self.held = Held()  # renderings the open files hold
+        self.gate = Gate()  # whose request is served next (its `pending` set once mounted)
         self._listings: dict[int, _Listing] = {}
         self._next_fh = itertools.count(1)
         self._mtime_ns = time.time_ns()
@@ -118,9 +114,6 @@ class ProcFS(pyfuse3.Operations):
         a reload installs a new one under a kernel that cached the old numbers); raises
         ValueError on a bad path."""
         tree = Tree.of(nodes)
-        if worker_tasks(tree.files.values()) > self.worker_tasks:
-            raise ValueError("a file that waits (dev/kmsg) needs more worker tasks than this "
-                             "server runs with: restart it, a reload cannot add one")
         for path in [*tree.dirs, *tree.files, PIDS, BINDS]:
             self.inodes.host(path)
         return tree
@@ -344,7 +337,7 @@ class ProcFS(pyfuse3.Operations):
             raise Refused(f"container {owner} holds {MAX_OPEN_PER_CONTAINER} open files",
                           errno.ENFILE)
         caller = Caller(ctx.pid, ctx.uid, ctx.gid, container)
-        self._enter(owner)
+        await self._enter(owner)
         try:
             if kind == "file":
                 handle = await self.tree.files[i.path].open(caller, flags)
@@ -380,15 +373,22 @@ class ProcFS(pyfuse3.Operations):
         self._open[owner] = self._open.get(owner, 0) + 1
         return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False, nonseekable=False)
 
-    # A request of `owner` in progress: `_enter` counts it (EAGAIN beyond its share), `_leave`
-    # in a `finally` uncounts it. Two calls, not a context manager: every request passes here.
-    def _enter(self, owner: Owner) -> None:
-        busy = self._busy.get(owner, 0)
-        if owner is not None and busy >= MAX_BUSY_PER_CONTAINER:
-            raise Refused(f"container {owner} has {busy} requests in progress", errno.EAGAIN)
-        self._busy[owner] = busy + 1
+    # A request of `owner` in progress: `_enter` counts it and waits for its turn, `_leave` in a
+    # `finally` ends its turn and uncounts it. Two calls, not a context manager: every request
+    # that renders passes here.
+    async def _enter(self, owner: Owner) -> None:
+        self._busy[owner] = self._busy.get(owner, 0) + 1
+        try:
+            await self.gate.enter(owner)
+        except BaseException:
+            self._uncount(owner)
+            raise
 
     def _leave(self, owner: Owner) -> None:
+        self.gate.leave()
+        self._uncount(owner)
+
+    def _uncount(self, owner: Owner) -> None:
         left = self._busy[owner] - 1
         if left:
             self._busy[owner] = left
@@ -404,8 +404,10 @@ class ProcFS(pyfuse3.Operations):
     @guarded
     async def read(self, fh: int, off: int, size: int) -> bytes:
         handle = self._handle(fh)
+        if getattr(handle, "waits", False):  # a blocking read must not hold the others' turns
+            return await handle.read(off, size)
         owner = self._owners.get(fh)
-        self._enter(owner)
+        await self._enter(owner)
         try:
             return await handle.read(off, size)
         finally:
@@ -416,8 +418,10 @@ class ProcFS(pyfuse3.Operations):
     @guarded
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         handle = self._handle(fh)
+        if getattr(handle, "waits", False):
+            return await handle.write(off, buf)
         owner = self._owners.get(fh)
-        self._enter(owner)
+        await self._enter(owner)
         try:
             return await handle.write(off, buf)
         finally:
@@ -468,5 +472,6 @@ class ProcFS(pyfuse3.Operations):
                 "most_open_by_one_container": max(self._open.values(), default=0),
                 "requests_in_progress": sum(self._busy.values()),
                 "rendered_bytes_held": self.held.total,
+                "requests_that_waited_their_turn": self.gate.waits,
                 "container_inodes": self.inodes.views(),
                 "worker_tasks": self.worker_tasks}

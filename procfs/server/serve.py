@@ -20,6 +20,7 @@ import trio
 from procfs.attach.reattach import repair_attached
 from procfs.config import FSTYPE, Config
 from procfs.files.table import all_nodes, sysinfo_numbers
+from procfs.fuse.fair import fuse_fds, queued
 from procfs.fuse.ops import ProcFS
 from procfs.runtime.sysinfo_service import serve_sysinfo
 from procfs.server.fusectl import tune_connection
@@ -162,7 +163,12 @@ async def serve(config: Config, forked: dict[str, tuple[Forked, int]],
                                           "the containers' sysinfo(2): listeners, answers")
             # Before our own mount: a container attached once we serve finds its shard serving.
             await start_shards(nursery, shards)
+            before = fuse_fds()
             pyfuse3.init(ops, config.mountpoint, mount_options(config))
+            session = fuse_fds() - before
+            if len(session) == 1:  # the turns look at the kernel's queue (procfs.fuse.fair)
+                ops.gate.pending = queued(session.pop())
+            await nursery.start(ops.gate.run)
             log.info("serving %d files at %s", len(ops.files), config.mountpoint)
             try:
                 record.dev = mount_device(record.mountpoint)

@@ -12,10 +12,10 @@ from pathlib import Path
 import pyfuse3
 import pytest
 
-from procfs.config import Config, KmsgConfig
+from procfs.config import Config
 from procfs.files.table import all_nodes
 from procfs.fuse.held import Held
-from procfs.fuse.ops import MANY_TASKS, ProcFS, worker_tasks
+from procfs.fuse.ops import ProcFS
 from procfs.server.services import Services
 from tests.trees import HOST_PIDNS, MEMINFO, FakeHost, v2_cgroup
 
@@ -143,33 +143,6 @@ async def test_write_and_bad_handles_refused(world: tuple[FakeHost, Path, ProcFS
         await ops.read(12345, 0, 10)
     assert e.value.errno == errno.EBADF
     assert ops.open_handles() == 0
-
-
-def test_one_worker_task_unless_a_file_waits(tmp_path: Path) -> None:
-    """dev/kmsg's blocking reads wait, so a tree with it is served by many of pyfuse3's worker
-    tasks; without it (`serve --no-kmsg`) by one, and a reload cannot bring it back."""
-    host = FakeHost(tmp_path, ncpus=2)
-    host.add_process(1, ppid=0, pidns=HOST_PIDNS, nspid=(1,))
-    (tmp_path / "cgroup").mkdir()
-
-    def server(**kmsg: bool) -> tuple[Services, ProcFS]:
-        config = Config(cache_ttl=0, proc_root=str(host.proc), sys_root=str(host.sys),
-                        cgroup_root=str(tmp_path / "cgroup"), kmsg=KmsgConfig(host_log="", **kmsg))
-        services = Services.build(config)
-        return services, ProcFS(all_nodes(services), services.resolver)
-
-    services, ops = server()
-    assert "dev/kmsg" in ops.paths() and ops.worker_tasks == MANY_TASKS > 1
-    with_kmsg = all_nodes(services)
-
-    services, ops = server(enabled=False)
-    assert services.kmsg is None
-    assert "dev/kmsg" not in ops.paths() and "proc/meminfo" in ops.paths()
-    assert ops.worker_tasks == 1
-    with pytest.raises(ValueError, match="restart"):
-        ops.build_tree(with_kmsg)
-    ops.install(ops.build_tree(all_nodes(services)))  # a reload of the same files goes on
-    assert worker_tasks([]) == 1
 
 
 async def test_the_server_holds_a_containers_share_of_partly_read_opens(
