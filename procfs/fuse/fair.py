@@ -55,6 +55,7 @@ class Gate:
         self._turns: deque[Hashable] = deque()  # owners with a line, the next first
         self._free = trio.Event()  # set when the gate may give a turn
         self.waits = 0  # requests that waited for a turn (stats)
+        self.looks = 0  # times the turns waited for the kernel's queue to be read (stats)
 
     async def enter(self, owner: Hashable) -> None:
         """Wait for `owner`'s turn; `leave` must follow (in a `finally`)."""
@@ -98,6 +99,7 @@ class Gate:
             while self._turns and not self.busy:
                 if self.pending() and drained < MAX_DRAIN:
                     seen = self.waits
+                    self.looks += 1
                     await trio.lowlevel.checkpoint()  # the worker tasks read what waits
                     drained = drained + 1 if self.waits > seen else MAX_DRAIN
                     continue

@@ -5,9 +5,11 @@ An open file holds its rendering from its first read until a read reaches its en
 would make the server hold all of them; beyond a container's share, or the server's, the
 renderings read least recently are let go (the next read of such a file renders it again,
 as a reader that rewinds would get). The container holding the most is trimmed first, so one
-container's opens never cost another's renderings. Memory let go in bulk is handed back to the
-system (`malloc_trim`): the allocator keeps freed pages otherwise, and a burst of opens would
-leave the server's RSS at its peak.
+container's opens never cost another's renderings. When what is held falls far below its peak
+(a burst of held opens closed), the memory is handed back to the system (`malloc_trim`): the
+allocator keeps freed pages otherwise, and the server's RSS would stay at the burst's peak. Not
+for the steady churn of renderings let go at EOF: their pages are reused at once, and a trim
+costs the request that waits behind it.
 """
 
 from __future__ import annotations
@@ -27,12 +29,9 @@ Owner = tuple[int, int, int] | None  # a container's key; None: the host
 
 MAX_HELD_PER_CONTAINER = 32 << 20
 MAX_HELD = 256 << 20
-TRIM_AFTER = 16 << 20  # bytes let go between two malloc_trim calls during a burst
-TRIM_SETTLED = 1 << 20  # ... and once the burst is over (`settle`)
+TRIM_AFTER = 16 << 20  # held this far below its peak: trim at once (a burst still closing)
+TRIM_SETTLED = 1 << 20  # ... this far, once a second (`settle`)
 SETTLE_EVERY = 1.0  # seconds
-# What an open costs besides its rendering (handle, bookkeeping): releasing thousands of opens
-# of small files leaves pages worth handing back too.
-OPEN_OVERHEAD = 1 << 10
 
 
 class Holding(Protocol):
@@ -72,13 +71,12 @@ class Held:
         self.total = 0
         self._by: dict[Owner, OrderedDict[int, tuple[Holding, int]]] = {}
         self._sums: dict[Owner, int] = {}
-        self._freed = 0  # since the last trim
+        self.peak = 0  # of `total` since the last trim
 
     def seen(self, fh: int, owner: Owner, handle: Holding) -> None:
         """`handle` (of `owner`, as `fh`) was just read: account what it holds now."""
-        before = self._remove(fh, owner)
+        self._remove(fh, owner)
         size = handle.held()
-        self._freed += max(0, before - size)
         if size:
             self._by.setdefault(owner, OrderedDict())[fh] = (handle, size)
             self._sums[owner] = self._sums.get(owner, 0) + size
@@ -88,20 +86,19 @@ class Held:
                     self._evict(owner)
             while self.total > self.total_cap:
                 self._evict(max(self._sums, key=self._sums.__getitem__))
-        self._maybe_trim()
+            self.peak = max(self.peak, self.total)
+        self._maybe_trim(TRIM_AFTER)
 
     def forget(self, fh: int, owner: Owner) -> None:
         """`fh` was released: what it held is let go."""
-        self._freed += self._remove(fh, owner) + OPEN_OVERHEAD
-        self._maybe_trim()
+        self._remove(fh, owner)
+        self._maybe_trim(TRIM_AFTER)
 
     async def settle(self) -> None:
-        """A server's task: hand back what was let go since the last trim, once a second."""
+        """A server's task: hand back what a burst let go, once a second."""
         while True:
             await trio.sleep(SETTLE_EVERY)
-            if self._freed >= TRIM_SETTLED:
-                self._freed = 0
-                self.trim()
+            self._maybe_trim(TRIM_SETTLED)
 
     def of(self, owner: Owner) -> int:
         return self._sums.get(owner, 0)
@@ -121,11 +118,11 @@ class Held:
     def _evict(self, owner: Owner) -> None:
         entries = self._by[owner]
         fh, (handle, size) = next(iter(entries.items()))
-        self._freed += self._remove(fh, owner)
+        self._remove(fh, owner)
         handle.drop()
         log.debug("let go of %d bytes held by an open file of %s", size, owner)
 
-    def _maybe_trim(self) -> None:
-        if self._freed >= TRIM_AFTER:
-            self._freed = 0
+    def _maybe_trim(self, fallen: int) -> None:
+        if self.peak - self.total >= fallen:
+            self.peak = self.total
             self.trim()

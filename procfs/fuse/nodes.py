@@ -87,6 +87,14 @@ class BytesFile:
             self.drop()  # read to its end: the next read is EOF, or a rewind (a new one)
         return chunk
 
+    def renders(self, offset: int) -> bool:
+        """Whether a read at `offset` renders (not a slice of what is held, not EOF)."""
+        if self.render is None:
+            return False
+        if self.data is None:
+            return offset == 0 or not 0 <= self.length <= offset
+        return offset == 0 and self.read_once
+
     def held(self) -> int:
         """Bytes of rendering held now."""
         return len(self.data) if self.data is not None and self.render is not None else 0
@@ -118,18 +126,21 @@ def size_bound(host_length: int) -> int:
 class LastGood:
     """The last rendering each container got of each file, for when its view cannot be
     computed now (its cgroup removed or renamed mid-read, a garbled kernel file): it is given
-    that again, never the host's file. Bounded; a reused key is impossible (Container.key)."""
+    that again, never the host's file. Bounded in bytes, the least recently rendered let go
+    first; a reused key is impossible (Container.key)."""
 
-    def __init__(self, maxsize: int = 8192) -> None:
-        self.maxsize = maxsize
+    def __init__(self, max_bytes: int = 32 << 20) -> None:
+        self.max_bytes = max_bytes
+        self.size = 0
         self._kept: OrderedDict[tuple[str, tuple[int, int, int]], bytes] = OrderedDict()
 
     def put(self, path: str, key: tuple[int, int, int], data: bytes) -> None:
         k = (path, key)
+        old = self._kept.pop(k, None)
+        self.size += len(data) - (len(old) if old is not None else 0)
         self._kept[k] = data
-        self._kept.move_to_end(k)
-        while len(self._kept) > self.maxsize:
-            self._kept.popitem(last=False)
+        while self.size > self.max_bytes and self._kept:
+            self.size -= len(self._kept.popitem(last=False)[1])
 
     def get(self, path: str, key: tuple[int, int, int]) -> bytes | None:
         return self._kept.get((path, key))
@@ -137,7 +148,8 @@ class LastGood:
 
 @dataclass
 class OverlayNode:
-    """A read-only file rendered at open for the caller's container (None: the host's file).
+    """A read-only file rendered for the container it was opened for (None: the host's file),
+    at the first read (BytesFile).
 
     If a container's view cannot be rendered (its cgroup vanished mid-read, a garbled kernel
     file, a bug), that open gets the last rendering the container had of the file, and when it

@@ -337,16 +337,12 @@ class ProcFS(pyfuse3.Operations):
             raise Refused(f"container {owner} holds {MAX_OPEN_PER_CONTAINER} open files",
                           errno.ENFILE)
         caller = Caller(ctx.pid, ctx.uid, ctx.gid, container)
-        await self._enter(owner)
-        try:
-            if kind == "file":
-                handle = await self.tree.files[i.path].open(caller, flags)
-            else:
-                found = self.tree.mirror_of(i.path)
-                assert found is not None
-                handle = await found[0].open(found[1], caller, flags)
-        finally:
-            self._leave(owner)
+        if kind == "file":  # (renders nothing yet: BytesFile renders at the first read)
+            handle = await self.tree.files[i.path].open(caller, flags)
+        else:
+            found = self.tree.mirror_of(i.path)
+            assert found is not None
+            handle = await found[0].open(found[1], caller, flags)
         return self._opened(handle, owner)
 
     def _for_whom(self, i: Inode, pid: int) -> Container | None:
@@ -373,8 +369,8 @@ class ProcFS(pyfuse3.Operations):
         self._open[owner] = self._open.get(owner, 0) + 1
         return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False, nonseekable=False)
 
-    # A request of `owner` in progress: `_enter` counts it and waits for its turn, `_leave` in a
-    # `finally` ends its turn and uncounts it. Two calls, not a context manager: every request
+    # A rendering of `owner` to do: `_enter` counts it and waits for its turn, `_leave` in a
+    # `finally` ends its turn and uncounts it. Two calls, not a context manager: every read
     # that renders passes here.
     async def _enter(self, owner: Owner) -> None:
         self._busy[owner] = self._busy.get(owner, 0) + 1
@@ -404,28 +400,24 @@ class ProcFS(pyfuse3.Operations):
     @guarded
     async def read(self, fh: int, off: int, size: int) -> bytes:
         handle = self._handle(fh)
-        if getattr(handle, "waits", False):  # a blocking read must not hold the others' turns
+        if not isinstance(handle, BytesFile):
+            # dev/kmsg: bounded per container by its service; a read waiting for a record
+            # must not hold the others' turns
             return await handle.read(off, size)
         owner = self._owners.get(fh)
-        await self._enter(owner)
+        turn = handle.renders(off)  # only a rendering waits for its turn; a slice, EOF do not
+        if turn:
+            await self._enter(owner)
         try:
             return await handle.read(off, size)
         finally:
-            self._leave(owner)
-            if isinstance(handle, BytesFile):
-                self.held.seen(fh, owner, handle)
+            if turn:
+                self._leave(owner)
+            self.held.seen(fh, owner, handle)
 
     @guarded
     async def write(self, fh: int, off: int, buf: bytes) -> int:
-        handle = self._handle(fh)
-        if getattr(handle, "waits", False):
-            return await handle.write(off, buf)
-        owner = self._owners.get(fh)
-        await self._enter(owner)
-        try:
-            return await handle.write(off, buf)
-        finally:
-            self._leave(owner)
+        return await self._handle(fh).write(off, buf)  # dev/kmsg's (every other file refuses)
 
     @guarded
     async def poll(self, inode: int, fh: int, poll_handle: Any, ctx: Any) -> int:
@@ -473,5 +465,6 @@ class ProcFS(pyfuse3.Operations):
                 "requests_in_progress": sum(self._busy.values()),
                 "rendered_bytes_held": self.held.total,
                 "requests_that_waited_their_turn": self.gate.waits,
+                "turns_that_waited_for_the_kernels_queue": self.gate.looks,
                 "container_inodes": self.inodes.views(),
                 "worker_tasks": self.worker_tasks}

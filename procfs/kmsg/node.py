@@ -60,10 +60,6 @@ class KmsgNode:
 
 
 class KmsgFile:
-    # Its reads may wait: the FUSE layer lets them by its turns (procfs.fuse.fair), which a
-    # read waiting for a record would hold from every other request.
-    waits = True
-
     def __init__(self, service: KmsgService, entry: Entry, caller: Caller, flags: int) -> None:
         self.service = service
         self.entry = entry

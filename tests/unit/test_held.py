@@ -9,7 +9,7 @@ import trio
 import trio.testing
 
 from procfs.fuse.held import SETTLE_EVERY, TRIM_AFTER, Held
-from procfs.fuse.nodes import BytesFile
+from procfs.fuse.nodes import BytesFile, LastGood
 
 
 class Renders:
@@ -105,8 +105,8 @@ def test_what_a_burst_let_go_is_handed_back_once_it_is_over() -> None:
             nursery.start_soon(held.settle)
             await trio.sleep(5)
             assert trims == []  # nothing let go: nothing to do
-            _files(held, owner, 1, 2000, 64)
-            for fh in range(1, 2001):  # 2000 small files closed: below the burst's threshold
+            _files(held, owner, 1, 2000, 1024)
+            for fh in range(1, 2001):  # 2 MB let go: below the burst's threshold
                 held.forget(fh, owner)
             await trio.sleep(SETTLE_EVERY + 0.01)
             assert len(trims) == 1
@@ -115,3 +115,39 @@ def test_what_a_burst_let_go_is_handed_back_once_it_is_over() -> None:
             nursery.cancel_scope.cancel()
 
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+def test_last_good_views_are_bounded_in_bytes() -> None:
+    kept = LastGood(max_bytes=1000)
+    for i in range(20):
+        kept.put("proc/meminfo", (i, 0, 0), b"x" * 100)
+    assert kept.size == 1000
+    assert kept.get("proc/meminfo", (9, 0, 0)) is None  # the oldest let go
+    assert kept.get("proc/meminfo", (19, 0, 0)) == b"x" * 100
+    kept.put("proc/meminfo", (19, 0, 0), b"y" * 10)  # replaced, not added
+    assert kept.size == 910 and kept.get("proc/meminfo", (19, 0, 0)) == b"y" * 10
+
+
+async def test_what_reads_render() -> None:
+    f = BytesFile(Renders(10))
+    assert f.renders(0)  # the first read
+    await f.read(0, 4)
+    assert not f.renders(4)  # a slice of what it holds
+    assert f.renders(0)  # a rewind
+    await f.read(4, 100)  # to its end: let go
+    assert not f.renders(10) and not f.renders(20)  # EOF
+    assert f.renders(0) and f.renders(3)  # read again: rendered again
+    assert not BytesFile(b"fixed").renders(0)
+
+
+async def test_the_steady_churn_of_renderings_read_to_their_end_is_never_trimmed() -> None:
+    trims: list[int] = []
+    held = Held(trim=lambda: trims.append(1))
+    for fh in range(20000):  # 20000 reads of a 4 KiB file: 80 MB rendered and let go
+        f = BytesFile(Renders(4096))
+        await f.read(0, 1000)
+        held.seen(fh, (1, 1, 1), f)
+        await f.read(1000, 65536)
+        held.seen(fh, (1, 1, 1), f)
+        held.forget(fh, (1, 1, 1))
+    assert trims == [] and held.total == 0
