@@ -183,7 +183,9 @@ class ProcFS(pyfuse3.Operations):
             node = self.tree.files[path]
             a.st_mode, a.st_nlink = stat.S_IFREG | node.mode, 1
             # the host's: 0, as the kernel's /proc files (readers read until EOF); a
-            # container's: above any rendering, and asked for again on every open
+            # container's: above any rendering, and asked for again on every open (a short
+            # read shrinks the kernel's idea of the size to it: the next, longer rendering
+            # would be cut there by splice and sendfile)
             bound = getattr(node, "size_bound", None)
             a.st_size = bound() if own and bound is not None else getattr(node, "size", 0)
             if own:
