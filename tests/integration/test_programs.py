@@ -266,7 +266,7 @@ def jvm_numbers(out: str) -> tuple[int, int, int, int]:
 def test_jvm(box: Sandbox, java_probe: str) -> None:
     """HotSpot's container support reads the cgroup files itself (memory.limit_in_bytes or
     memory.max, cpu quota) and sched_getaffinity: right with or without procfs. The default
-    heap is a share of that memory (half below about 250 MiB, a quarter above)."""
+    heap (maxMemory) is a share of that memory."""
     cpus, max_memory, total, free = jvm_numbers(box.sh(f"java {java_probe}", timeout=120))
     assert cpus == 1
     assert total == LIMIT and 0 < free <= LIMIT
