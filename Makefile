@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := libfuse3-dev fuse3 pkg-config procps util-linux busybox-static stress-ng sysstat runc gcc python3-dev
+APT_PACKAGES := libfuse3-dev fuse3 pkg-config procps util-linux busybox-static stress-ng sysstat runc gcc python3-dev python3-psutil htop tmux
 STAMP := $(VENV)/.installed
 
 .PHONY: setup test unit integration lint demo bench clean install uninstall install-deps image
