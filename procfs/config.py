@@ -60,9 +60,18 @@ class KmsgConfig:
     throttle: float = 0.05  # an over-limit writer waits this long for a token before a drop
     gone_ttl: float = 300.0  # a dead container's ring is kept this long (the host may look)
     sweep_interval: float = 10.0
-    wake_interval: float = 0.2  # a blocked reader looks for a pending signal this often
-    max_waiting: int = 32  # requests parked in the server (blocked reads, throttled writes)...
-    max_waiting_per_container: int = 8  # ...and per container
+    wake_interval: float = 0.2  # blocked readers are looked at for a pending signal this often
+    # Blocked readers of one container that wait on its ring at once (more wait in line for a
+    # place: never refused, docs/kmsg.md), and throttled writers that may wait for a token (more
+    # are dropped at once). No bound of all containers together: one could use it up.
+    places_per_container: int = 16
+    # Records a second handed to one container's readers, and how many at once. A record
+    # written wakes every reader: without a bound, a container's crowd of readers woken at its
+    # write rate took the server from everyone (docs/kmsg.md, measured). A reader reading on
+    # alone (`dmesg` printing the ring) is not held to it: its reads wait behind each other,
+    # not behind the others' requests.
+    delivery_rate: float = 1000.0
+    delivery_burst: float = 100.0
     host_log: str = "/dev/kmsg"  # the host's kernel log to route from; "" for none
 
 

@@ -10,11 +10,14 @@ positions. (SEEK_CUR answers a number instead of the kernel's ESPIPE; and since 
 seek only with the next read, poll(2) right after a seek answers for the old position: at worst
 one wake-up that reads EAGAIN.)
 
-Blocking. A read that waits holds a pyfuse3 worker and, since pyfuse3 drops FUSE_INTERRUPT, is
-not told when its process is signalled: it wakes every `wake_interval` and answers EINTR once the
-process that opened the file has a signal pending (see `signals`). When the server stops, the
-kernel ends every read still waiting as the FUSE connection closes (ECONNABORTED). Readers that
-use poll(2) (journald) hold nothing while they wait.
+Blocking. A read that waits holds a pyfuse3 worker task (the process serving dev/kmsg runs as
+many as there are readers: `procfs.fuse.ops.MANY_TASKS`) and is never refused for want of room:
+past its container's places it waits in line for one (`places`). Since pyfuse3 drops
+FUSE_INTERRUPT, it is not told when its process is signalled: the service's patrol looks every
+`wake_interval` (a container with more readers than places: each less often) and the read
+answers EINTR once the process that opened the file has a signal pending (see `signals`). When
+the server stops, the kernel ends every read still waiting as the FUSE connection closes
+(ECONNABORTED). Readers that use poll(2) (journald) hold nothing while they wait.
 """
 
 from __future__ import annotations
@@ -24,8 +27,6 @@ import errno
 import os
 import select
 from typing import Any
-
-import trio
 
 from procfs.errors import Refused
 from procfs.fuse.nodes import Caller, OpenFile
@@ -47,7 +48,7 @@ class KmsgNode:
     path = "dev/kmsg"
     mode = 0o644
     size = SIZE
-    waits = True  # a blocking read holds a worker task until a record comes (fs.worker_tasks)
+    waits = True  # a blocking read holds a worker task until a record comes
 
     def __init__(self, service: KmsgService) -> None:
         self.service = service
@@ -84,23 +85,38 @@ class KmsgFile:
     async def read(self, offset: int, size: int) -> bytes:
         if not self.readable:
             raise Refused("dev/kmsg not open for reading", errno.EBADF)
+        self.service.deliveries.asks(self)
         self._seek(offset)
-        cfg = self.service.config
-        while True:
-            data = self.cursor.take(size)
-            if data is not None:
-                self.next_offset = offset + len(data)
-                return data
+        data = self.cursor.take(size)
+        if data is None:
             if self.nonblock:
                 raise Refused("no record yet", errno.EAGAIN)
-            with self.service.parked(self.entry) as ok:
-                if not ok:
-                    raise Refused("too many readers waiting", errno.EAGAIN)
-                with trio.move_on_after(cfg.wake_interval):
+            data = await self._wait(size)
+        await self.service.deliveries.deliver(self.entry.delivery, self)
+        self.next_offset = offset + len(data)
+        return data
+
+    async def _wait(self, size: int) -> bytes:
+        """The next record, once there is one: waiting on the ring in one of the container's
+        places (in line for one first) until a record comes or the patrol finds the opener
+        signalled (EINTR)."""
+        places = self.entry.readers
+        self.service.patrolled.add(places)
+        with places.waiter(self._signalled) as waiter, waiter.scope:
+            await places.take()
+            try:
+                while (data := self.cursor.take(size)) is None:
                     await self.entry.ring.wait()
-            if not self.cursor.ready() and self.opener is not None and \
-                    signalled(self.opener, self.service.host):
-                raise Refused("reader signalled", errno.EINTR)
+                return data
+            finally:
+                places.give_back()
+        # interrupted; a record that came meanwhile is still answered rather than EINTR
+        if (data := self.cursor.take(size)) is not None:
+            return data
+        raise Refused("reader signalled", errno.EINTR)
+
+    def _signalled(self) -> bool:
+        return self.opener is not None and signalled(self.opener, self.service.host)
 
     async def write(self, offset: int, data: bytes) -> int:
         if not self.writable:
@@ -137,3 +153,5 @@ class KmsgFile:
 
     def release(self) -> None:
         self._unwatch()
+        self.service.deliveries.asks(self)
+        self.entry.delivery.forget(self)

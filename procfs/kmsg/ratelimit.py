@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+# Sums of elapsed × rate fall short of a whole token by a rounding error: a caller that slept
+# `wait_time()` must find its token, not a wait of 1e-17 s (which a clock cannot show) forever.
+EPSILON = 1e-9
+
 
 class TokenBucket:
     def __init__(self, rate: float, burst: float, now: float) -> None:
@@ -15,8 +19,8 @@ class TokenBucket:
         elapsed = max(0.0, now - self.stamp)  # a clock that steps back earns nothing
         self.tokens = min(self.burst, self.tokens + elapsed * self.rate)
         self.stamp = max(self.stamp, now)
-        if self.tokens >= n:
-            self.tokens -= n
+        if self.tokens >= n - EPSILON:
+            self.tokens = max(0.0, self.tokens - n)
             return True
         return False
 

@@ -51,8 +51,13 @@ class Ring:
             return None
         return self.records[seq - first]
 
+    @property
+    def waiting(self) -> int:
+        """Readers waiting for the next append (what one append wakes)."""
+        return len(self._waiters)
+
     async def wait(self) -> None:
-        """Until the next append (callers bound it with a timeout)."""
+        """Until the next append (or until the caller is cancelled: the patrol's EINTR)."""
         await self._waiters.park()
 
     def watch(self, notify: Callable[[], None]) -> None:

@@ -6,17 +6,22 @@ gone longest, else the least recently used one, is dropped). A ring whose contai
 `gone_ttl` seconds, so that the host can still read why it died, then goes.
 
 Requests that wait (a blocked reader, a throttled writer) each hold one of pyfuse3's worker
-tasks, so their number is capped per container and in all; past the cap a read that would block
-answers EAGAIN and a throttled write is dropped at once.
+tasks. What they may cost is bounded per container, never in all (one container could use up a
+bound of all for the others): a container's blocked readers beyond its `places_per_container`
+wait in line for a place (`procfs.kmsg.places`), never refused, as on the kernel's /dev/kmsg;
+the records its readers are handed go out in turn with the other containers' and within a
+budget of its own (`procfs.kmsg.delivery`), so that a crowd of readers woken by every record
+it writes does not take the server from the others; a throttled writer waits for a token
+only while one of its container's writer places is free, and is otherwise dropped at once (as
+the kernel drops a writer over its rate).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +29,8 @@ import trio
 
 from procfs.config import KmsgConfig
 from procfs.errors import NotFound
+from procfs.kmsg.delivery import Budget, Deliveries
+from procfs.kmsg.places import Places
 from procfs.kmsg.ratelimit import TokenBucket
 from procfs.kmsg.record import LOG_KERN, escape
 from procfs.kmsg.ring import Ring
@@ -45,6 +52,12 @@ def monotonic_ns() -> int:
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
+# Signal checks the patrol makes in one scheduler pass. pyfuse3 takes one request in per pass,
+# so a long pass delays every request, and a read of a file is several (docs/kmsg.md: a
+# container's whole budget in one pass multiplied a neighbour's p99).
+PATROL_STEP = 4
+
+
 def ring_id(key: Key) -> str:
     return ":".join(str(k) for k in key)
 
@@ -55,9 +68,11 @@ class Entry:
     ring: Ring
     bucket: TokenBucket
     used_at: float
+    readers: Places  # blocked readers: a place each, the rest in line
+    writers: Places  # throttled writers waiting for a token
+    delivery: Budget  # records handed to the readers (`procfs.kmsg.delivery`)
     suppressed: int = 0
     gone_since: float | None = None
-    waiting: int = 0
 
     @property
     def id(self) -> str:
@@ -72,7 +87,11 @@ class KmsgService:
     clock: Callable[[], float] = time.monotonic
     monotonic_ns: Callable[[], int] = monotonic_ns
     entries: dict[Key, Entry] = field(default_factory=dict)
-    waiting: int = 0
+    patrolled: set[Places] = field(default_factory=set)  # places that had readers waiting
+    deliveries: Deliveries = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.deliveries = Deliveries(self.clock)
 
     @property
     def max_rings(self) -> int:
@@ -94,7 +113,9 @@ class KmsgService:
         if e is None:
             self._make_room()
             cfg = self.config
-            e = Entry(c, Ring(cfg.ring_bytes), TokenBucket(cfg.rate, cfg.burst, now), now)
+            e = Entry(c, Ring(cfg.ring_bytes), TokenBucket(cfg.rate, cfg.burst, now), now,
+                      Places(cfg.places_per_container), Places(cfg.places_per_container),
+                      Budget(cfg.delivery_rate, cfg.delivery_burst, now))
             e.ring.append(GREETING_PRI, self.container_ts_usec(c), GREETING)
             self.entries[c.key] = e
             log.info("kmsg ring %s for container with init %d", e.id, c.reaper)
@@ -120,9 +141,11 @@ class KmsgService:
         """Append a container's own message unless it is over its rate (then it is dropped and
         counted, as the kernel's devkmsg ratelimit does). True when it was kept."""
         if not e.bucket.take(self.clock()):
-            with self.parked(e) as ok:
-                if ok:  # slow the writer down a little instead of spinning on drops
+            if e.writers.try_take():  # slow the writer down a little instead of spinning on drops
+                try:
                     await trio.sleep(min(self.config.throttle, e.bucket.wait_time()))
+                finally:
+                    e.writers.give_back()
             if not e.bucket.take(self.clock()):
                 e.suppressed += 1
                 return False
@@ -132,21 +155,6 @@ class KmsgService:
             e.suppressed = 0
         self.append(e, pri, text)
         return True
-
-    @contextlib.contextmanager
-    def parked(self, e: Entry) -> Iterator[bool]:
-        """A place for one waiting request of `e`'s container; False when none is free."""
-        cfg = self.config
-        ok = self.waiting < cfg.max_waiting and e.waiting < cfg.max_waiting_per_container
-        if ok:
-            self.waiting += 1
-            e.waiting += 1
-        try:
-            yield ok
-        finally:
-            if ok:
-                self.waiting -= 1
-                e.waiting -= 1
 
     # Containers and their lifetime.
 
@@ -179,6 +187,24 @@ class KmsgService:
             await trio.sleep(self.config.sweep_interval)
             self.sweep()
 
+    async def patrol(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Every `wake_interval`, each container's waiting readers looked at for a signal, up to
+        its places' worth (`procfs.kmsg.places`). Places are found through `patrolled`, not
+        the rings, so that readers of a ring dropped meanwhile are still let go."""
+        task_status.started()
+        budget = self.config.places_per_container
+        while True:
+            await trio.sleep(self.config.wake_interval)
+            for places in list(self.patrolled):
+                if not places.waiting:
+                    self.patrolled.discard(places)
+                    continue
+                left = min(budget, places.waiting)
+                while left > 0:
+                    asked = places.patrol(min(left, PATROL_STEP))
+                    left = left - asked if asked else 0
+                    await trio.lowlevel.checkpoint()
+
     # The host's view (the control commands).
 
     def find(self, target: str, create: bool = False) -> Entry:
@@ -206,6 +232,7 @@ class KmsgService:
             "records": len(e.ring.records), "bytes": e.ring.bytes, "max_bytes": e.ring.max_bytes,
             "first_seq": e.ring.first_seq, "next_seq": e.ring.next_seq,
             "suppressed": e.suppressed, "memory_cgroup": mem[0] if mem else None,
+            "readers_waiting": e.readers.taken, "readers_in_line": e.readers.in_line,
         }
 
     async def cmd_list(self, args: dict[str, Any]) -> Any:

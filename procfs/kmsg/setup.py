@@ -22,7 +22,7 @@ def setup(config: KmsgConfig, host: HostProc, resolver: Resolver, control: Contr
     def deliver(c: Container, pri: int, text: bytes) -> None:
         service.append(service.entry(c), pri, text)
 
-    tasks: list[Callable[..., Awaitable[Any]]] = [service.sweeper]
+    tasks: list[Callable[..., Awaitable[Any]]] = [service.sweeper, service.patrol]
     if config.host_log:
         router = Router(host, service.containers, deliver)
         tasks.append(functools.partial(follow_host_log, config.host_log, router))

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pyfuse3
 import pytest
+import trio
+import trio.testing
 
 from procfs.config import Config
 from procfs.files.table import all_nodes
@@ -164,3 +166,34 @@ async def test_the_server_holds_a_containers_share_of_partly_read_opens(
     for fh in fhs:
         await ops.release(fh)
     assert ops.held.total == 0 and ops.open_handles() == 0
+
+
+async def test_blocked_kmsg_reads_are_never_refused_nor_hold_up_their_container(
+        world: tuple[FakeHost, Path, ProcFS], mock_clock: trio.testing.MockClock) -> None:
+    """Issue 24, through the FUSE operations: 40 blocked dev/kmsg reads of one container all
+    wait and all get the next record (before: the 9th got EAGAIN from kmsg's cap of 8 waiting
+    readers per container), and meanwhile the container's other files read as usual."""
+    _, _, ops = world
+    mock_clock.autojump_threshold = 0
+    kmsg = inode_of(ops, "dev/kmsg")
+    at: dict[int, int] = {}
+    for _ in range(40):
+        fh = (await ops.open(kmsg, os.O_RDONLY, Ctx(51))).fh
+        at[fh] = len(await ops.read(fh, 0, 2048))  # the greeting: the next read waits
+    got: list[bytes] = []
+
+    async def reader(fh: int) -> None:
+        got.append(await ops.read(fh, at[fh], 2048))
+
+    async with trio.open_nursery() as n:
+        for fh in at:
+            n.start_soon(reader, fh)
+        await trio.sleep(5)
+        assert not got
+        assert (await cat(ops, "proc/meminfo", 51)).startswith(b"MemTotal:         262144 kB")
+        service = ops.tree.files["dev/kmsg"].service  # type: ignore[attr-defined]
+        entry = next(iter(service.entries.values()))
+        service.append(entry, 6, b"for all forty")
+    assert len(got) == 40 and all(g.endswith(b";for all forty\n") for g in got)
+    for fh in at:
+        await ops.release(fh)

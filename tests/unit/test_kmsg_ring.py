@@ -14,10 +14,13 @@ import trio.testing
 
 from procfs.errors import Refused
 from procfs.fuse.nodes import Caller
+from procfs.kmsg.delivery import RETURN_WAIT
 from procfs.kmsg.node import SIZE, KmsgFile, KmsgNode
 from procfs.kmsg.record import RECORD_OVERHEAD
 from procfs.kmsg.ring import Cursor, Ring
 from procfs.kmsg.service import GREETING, GREETING_PRI, KmsgService
+from procfs.sources.containers import Container
+from procfs.sources.hostproc import HostProc
 from tests.unit.kmsg_fixtures import FakeProc, container, service
 
 RDONLY_NB = os.O_RDONLY | os.O_NONBLOCK
@@ -191,41 +194,230 @@ async def test_blocking_read_waits_for_the_next_record(
 async def test_blocking_read_ends_with_eintr_when_its_process_is_signalled(
         proc: FakeProc, mock_clock: trio.testing.MockClock) -> None:
     svc, f = await blocking_reader_at_end(proc, mock_clock)
-    proc.add(200, sigblk=1 << 1, sigpnd=1 << 1)  # SIGINT pending but blocked: keep waiting
-    with trio.move_on_after(5) as scope:
-        await f.read(100, 2048)
-    assert scope.cancelled_caught
-    proc.add(200, shdpnd=(1 << 1) | (1 << 8))  # SIGINT made fatal: SIGKILL too
-    start = trio.current_time()
-    with pytest.raises(Refused) as e:
-        await f.read(100, 2048)
-    assert e.value.code == errno.EINTR
-    assert trio.current_time() - start <= svc.config.wake_interval + 1e-6
+    async with trio.open_nursery() as n:
+        await n.start(svc.patrol)
+        proc.add(200, sigblk=1 << 1, sigpnd=1 << 1)  # SIGINT pending but blocked: keep waiting
+        with trio.move_on_after(5) as scope:
+            await f.read(100, 2048)
+        assert scope.cancelled_caught
+        proc.add(200, shdpnd=(1 << 1) | (1 << 8))  # SIGINT made fatal: SIGKILL too
+        start = trio.current_time()
+        with pytest.raises(Refused) as e:
+            await f.read(100, 2048)
+        assert e.value.code == errno.EINTR
+        assert trio.current_time() - start <= svc.config.wake_interval + 1e-6
+        n.cancel_scope.cancel()
 
 
-async def test_blocked_readers_are_capped(
-        proc: FakeProc, mock_clock: trio.testing.MockClock) -> None:
-    mock_clock.autojump_threshold = 0
-    svc = service(proc, trio.current_time, max_waiting=2)
-    files = [await open_file(svc, os.O_RDONLY) for _ in range(3)]
-    for f in files:
+def box(i: int) -> Container:
+    """Container `i` (0: the one `open_file` opens for): a pid namespace and init of its own."""
+    return container("/c", pidns=4026530000 + i, reaper=100 + i) if i else container("/c")
+
+
+async def readers_at_end(svc: KmsgService, n: int, proc: FakeProc, c: Container | None = None,
+                         first_pid: int = 300) -> list[KmsgFile]:
+    """`n` files of container `c` (box 0), each opened by a process of its own and read up to
+    the end (the next read of each waits)."""
+    files = []
+    for pid in range(first_pid, first_pid + n):
+        proc.add(pid)
+        f = await KmsgNode(svc).open(Caller(pid, 0, 0, c or box(0)), os.O_RDONLY)
+        assert isinstance(f, KmsgFile)
         await f.read(0, 2048)
-    codes: list[int] = []
+        files.append(f)
+    return files
+
+
+async def test_blocked_readers_past_the_places_wait_in_line_and_get_every_record(
+        proc: FakeProc, mock_clock: trio.testing.MockClock) -> None:
+    """Issue 24: the 9th (and 40th) blocking reader of a container got EAGAIN. Past its places
+    a reader waits in line, and gets the next records as the others do; records reach the
+    readers a wave of `places` at a time."""
+    mock_clock.autojump_threshold = 0
+    svc = service(proc, trio.current_time, places_per_container=8)
+    files = await readers_at_end(svc, 40, proc)
+    e = svc.entry(container("/c"))
+    got: dict[int, list[bytes]] = {i: [] for i in range(40)}
+
+    async def reader(i: int, f: KmsgFile) -> None:
+        for _ in range(3):  # as cat does: read, and at once read again
+            got[i].append(await f.read(f.next_offset, 2048))
+
+    async with trio.open_nursery() as n:
+        for i, f in enumerate(files):
+            n.start_soon(reader, i, f)
+        await trio.sleep(60)  # many wake-ups: none refused, none answered
+        assert e.readers.taken == 8 and e.readers.in_line == 32
+        assert e.ring.waiting == 8  # what one record wakes at once
+        assert all(not g for g in got.values())
+        svc.append(e, 6, b"one")
+        svc.append(e, 6, b"two")
+        await trio.sleep(1)
+        assert all(len(g) == 2 for g in got.values())
+        assert e.ring.waiting == 8 and e.readers.in_line == 32  # the third reads wait
+        svc.append(e, 6, b"three")
+    assert all([r.split(b";")[1] for r in g] == [b"one\n", b"two\n", b"three\n"]
+               for g in got.values())
+    assert e.readers.taken == 0 and e.readers.in_line == 0
+
+
+async def test_one_containers_readers_take_no_place_of_anothers(
+        proc: FakeProc, mock_clock: trio.testing.MockClock) -> None:
+    """Issue 24: 4 containers × 8 readers used up the global 32 and a fifth's reader got
+    EAGAIN. Places are per container: a crowd elsewhere leaves a container its own."""
+    mock_clock.autojump_threshold = 0
+    svc = service(proc, trio.current_time, places_per_container=8)
+    crowds = [await readers_at_end(svc, 12, proc, box(i), 1000 + 100 * i) for i in range(4)]
+    mine = (await readers_at_end(svc, 1, proc, box(5), 2000))[0]
+    got: list[bytes] = []
+
+    async def read_mine() -> None:
+        got.append(await mine.read(mine.next_offset, 2048))
+
+    async with trio.open_nursery() as n:
+        for files in crowds:
+            for f in files:
+                n.start_soon(f.read, f.next_offset, 2048)
+        n.start_soon(read_mine)
+        await trio.sleep(10)
+        own = svc.entry(box(5))
+        assert (own.readers.taken, own.readers.in_line) == (1, 0)
+        svc.append(own, 6, b"mine")
+        await trio.sleep(0.01)
+        assert got and got[0].endswith(b";mine\n")
+        n.cancel_scope.cancel()  # the server stops
+    assert all(e.readers.taken == 0 and e.readers.in_line == 0 for e in svc.entries.values())
+
+
+async def test_a_crowds_records_come_out_of_its_budget_and_a_lone_reader_reads_on(
+        proc: FakeProc, mock_clock: trio.testing.MockClock) -> None:
+    """A record wakes every reader of its container: a crowd is handed its records at the
+    container's `delivery_rate` after a burst, so that it works the server no harder than a few
+    readers (before: at most 8 readers, each handed the record at once); a lone reader reading
+    through the ring (`dmesg`) is not held to it."""
+    mock_clock.autojump_threshold = 0
+    svc = service(proc, trio.current_time, places_per_container=4, delivery_rate=10.0,
+                  delivery_burst=5.0)
+    files = await readers_at_end(svc, 20, proc)
+    (await readers_at_end(svc, 1, proc, box(0), 2000))[0].release()  # no lone reader reads on
+    e = svc.entry(box(0))
+    handed: list[float] = []
 
     async def reader(f: KmsgFile) -> None:
-        try:
-            await f.read(100, 2048)
-        except Refused as e:
-            codes.append(e.code)
+        assert (await f.read(f.next_offset, 2048)).endswith(b";to all\n")
+        handed.append(trio.current_time())
+        await f.read(f.next_offset, 2048)  # and at once asks for the next, as cat does
 
     async with trio.open_nursery() as n:
         for f in files:
             n.start_soon(reader, f)
+        await trio.sleep(10)  # the budget is full again: 5
+        start = trio.current_time()
+        svc.append(e, 6, b"to all")
+        await trio.sleep(10)
+        n.cancel_scope.cancel()
+    after = [round(t - start, 6) for t in handed]
+    assert after[:5] == [0.0] * 5  # the burst
+    assert after[5:] == [round(0.1 * i, 6) for i in range(1, 16)]  # then 10 a second
+    lone = (await readers_at_end(svc, 1, proc, box(1), 5000))[0]
+    other = svc.entry(box(1))
+    for i in range(50):
+        svc.append(other, 6, b"%d" % i)
+    start = trio.current_time()
+    got = [await lone.read(lone.next_offset, 2048) for _ in range(50)]
+    assert got[-1].endswith(b";49\n") and trio.current_time() == start  # 45 past its budget
+
+
+async def test_a_record_goes_out_once_the_last_reader_asked_again(
+        proc: FakeProc, mock_clock: trio.testing.MockClock) -> None:
+    """Readers answered all at once would ask again all at once, and the kernel would queue
+    everyone else's requests behind theirs: the next record goes out once the reader handed
+    the last one has asked again, or RETURN_WAIT later (before: all at once)."""
+    mock_clock.autojump_threshold = 0
+    svc = service(proc, trio.current_time, places_per_container=4)
+    slow = await readers_at_end(svc, 3, proc)  # answered, they do not ask again
+    quick = await readers_at_end(svc, 3, proc, box(1), 1000)  # they ask again at once
+    for last in (await readers_at_end(svc, 1, proc, box(0), 2000) +
+                 await readers_at_end(svc, 1, proc, box(1), 2001)):
+        last.release()  # the last records went to files since closed: no lone reader reads on
+    handed: dict[str, list[float]] = {"slow": [], "quick": []}
+
+    async def reader(kind: str, f: KmsgFile) -> None:
+        await f.read(f.next_offset, 2048)
+        handed[kind].append(trio.current_time())
+        if kind == "quick":
+            await f.read(f.next_offset, 2048)
+
+    async with trio.open_nursery() as n:
+        for kind, files in (("slow", slow), ("quick", quick)):
+            for f in files:
+                n.start_soon(reader, kind, f)
         await trio.sleep(1)
-        assert codes == [errno.EAGAIN]  # the third found no place to wait
-        assert svc.waiting == 2
-        n.cancel_scope.cancel()  # the server stops
-    assert svc.waiting == 0
+        start = trio.current_time()
+        svc.append(svc.entry(box(0)), 6, b"to the slow")
+        await trio.sleep(1)
+        assert [round(t - start, 6) for t in handed["slow"]] == [0.0, RETURN_WAIT, 2 * RETURN_WAIT]
+        start = trio.current_time()
+        svc.append(svc.entry(box(1)), 6, b"to the quick")
+        await trio.sleep(1)
+        # the first waits out the last slow one; each next one had asked again at once
+        assert [round(t - start, 6) for t in handed["quick"]] == [RETURN_WAIT, RETURN_WAIT,
+                                                                   RETURN_WAIT]
+        n.cancel_scope.cancel()
+
+
+class CountingProc(HostProc):
+    """The fake /proc, counting the status reads (the signal checks)."""
+
+    def __init__(self, root: str) -> None:
+        super().__init__(root)
+        self.status_reads = 0
+
+    def pid_text(self, pid: int, name: str) -> str:
+        self.status_reads += name == "status"
+        return super().pid_text(pid, name)
+
+
+async def test_signal_checks_of_a_container_have_a_budget(
+        proc: FakeProc, mock_clock: trio.testing.MockClock) -> None:
+    """However many readers a container blocks, the server looks for their signals `places`
+    times per `wake_interval` (before: each reader every 0.2 s, on a timer of its own); a
+    reader in line still ends with EINTR once its process is signalled, a little later."""
+    mock_clock.autojump_threshold = 0
+    svc = service(proc, trio.current_time, places_per_container=4, wake_interval=0.2)
+    files = await readers_at_end(svc, 100, proc)
+    few = await readers_at_end(svc, 2, proc, box(1), 1000)
+    counting = CountingProc(str(proc.root))
+    svc.host = counting
+    codes: dict[int, int] = {}
+
+    async def reader(i: int, f: KmsgFile) -> None:
+        try:
+            await f.read(f.next_offset, 2048)
+        except Refused as e:
+            codes[i] = e.code
+
+    async with trio.open_nursery() as n:
+        await n.start(svc.patrol)
+        for i, f in enumerate(files + few):
+            n.start_soon(reader, i, f)
+        await trio.sleep(1.1)
+        counting.status_reads = 0
+        await trio.sleep(10)
+        # 4 of the crowd's 100 and both of the other's 2, every 0.2 s (before: each of the 102
+        # every 0.2 s, 5100 in 10 s)
+        assert counting.status_reads == (4 + 2) * 10 / 0.2
+        e = svc.entry(box(0))
+        assert (e.readers.taken, e.readers.in_line) == (4, 96)
+        last = files[-1].opener
+        assert last is not None
+        proc.add(last.pid, shdpnd=1 << 8)  # SIGKILL for the last in line
+        start = trio.current_time()
+        while 99 not in codes:
+            await trio.sleep(0.01)
+        assert trio.current_time() - start <= 0.2 * 100 / 4 + 1e-6
+        assert codes == {99: errno.EINTR} and e.readers.in_line == 95
+        n.cancel_scope.cancel()
 
 
 class Handle:

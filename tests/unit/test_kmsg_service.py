@@ -49,7 +49,7 @@ async def test_throttled_writers_wait_only_while_there_is_room(
         proc: FakeProc, mock_clock: trio.testing.MockClock) -> None:
     mock_clock.autojump_threshold = 0
     svc = service(proc, trio.current_time, rate=1.0, burst=1.0, throttle=0.5,
-                  max_waiting_per_container=1)
+                  places_per_container=1)
     e = svc.entry(container("/c"))
     await svc.write(e, 12, b"first")
     durations: list[float] = []
