@@ -89,7 +89,8 @@ def repair(mountpoint: str, state: StateFile | None = None, adopt: str = "",
     under `adopt` not in `keep`), from a shard of its server where one serves, and the files
     lent to the containers of the shards in `keep`; what was done to each."""
     state = state or StateFile()
-    # spread: off the server's own mount (its 99 tasks, procfs.server.shards) when a shard serves
+    # spread: off the server's own mount (its dev/kmsg readers, procfs.server.shards) when a
+    # shard serves
     attacher = Attacher(mountpoint, state, spread=True)
     # Both read before any attach: one moved to a shard here is not lent to again below.
     own, lent_entries = to_repair(mountpoint, state, adopt, keep)

@@ -10,12 +10,11 @@ request to any reader of a connection, so the READ of an open file may reach a p
 not render it, and a container's /dev/kmsg readers and load average would have to be shared
 between processes. With a mount each, nothing is shared: a container's files are served by one
 process, except `dev/kmsg`, which shards do not serve: the server lends its own to every
-container (`procfs.attach.attach`), so all rings live in one process and no request ever waits in a
-shard, which then runs one pyfuse3 worker task (`procfs.fuse.ops.worker_tasks`). The server's own
-process, whose blocking dev/kmsg reads need many tasks (and so hand pyfuse3's read lock from task
-to task on every request), serves the host, dev/kmsg, and the other files of a container only
-while no shard serves. Every shard answers every caller rightly (each resolves its caller
-itself): the choice only spreads the load, and a container whose shard is down gets another.
+container (`procfs.attach.attach`), so all rings live in one process, whose many blocked
+dev/kmsg readers and kmsg delivery take nothing from the containers' other files. The server's
+own process serves the host, dev/kmsg, and the other files of a container only while no shard
+serves. Every shard answers every caller rightly (each resolves its caller itself): the choice
+only spreads the load, and a container whose shard is down gets another.
 
 The server forks its shards before trio runs (procfs.server.prefork: they share its pages) and
 supervises them (procfs.server.supervise); a restarted shard attaches its containers again, as a
