@@ -141,6 +141,22 @@ class Container:
             self.cgroup.remove()
 
 
+def _ready(procs: Sequence[subprocess.Popen[str]]) -> None:
+    """Wait for each reader's "R" (started, waiting for its start signal)."""
+    for p in procs:
+        assert p.stdout is not None
+        if p.stdout.readline().strip() != "R":
+            raise RuntimeError(f"reader did not start: {p.communicate()[1]}")
+
+
+def _go(procs: Sequence[subprocess.Popen[str]]) -> None:
+    """Start readers waiting for their start signal."""
+    for p in procs:
+        assert p.stdin is not None
+        p.stdin.write("g")
+        p.stdin.flush()
+
+
 def _communicate(p: subprocess.Popen[str], timeout: float) -> str:
     try:
         out, err = p.communicate(timeout=timeout)
@@ -251,15 +267,9 @@ class Bench:
                                       self.path(server, rel)],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE))
-            for p in procs:
-                assert p.stdout is not None
-                if p.stdout.readline().strip() != "R":
-                    raise RuntimeError(f"reader did not start: {p.communicate()[1]}")
+            _ready(procs)
             cpu0 = self.daemons[server].cpu_seconds()
-            for p in procs:
-                assert p.stdin is not None
-                p.stdin.write("g")
-                p.stdin.flush()
+            _go(procs)
             rps, reads, errors = 0.0, 0, 0
             for p in procs:
                 n, elapsed_ns, errs = (int(x) for x in
@@ -292,16 +302,11 @@ class Bench:
                 procs.append(noisy.popen([self.reader, "tput", str(seconds), path],
                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                          stderr=subprocess.PIPE))
-            for p in procs:
-                assert p.stdout is not None
-                if p.stdout.readline().strip() != "R":
-                    raise RuntimeError(f"reader did not start: {p.communicate()[1]}")
-            for p in procs[1:] + procs[:1]:  # the noise first, then the neighbour
-                assert p.stdin is not None
-                p.stdin.write("g")
-                p.stdin.flush()
+            _ready(procs)
+            _go(procs[1:])  # the noise first, at full speed before the neighbour starts
             if noisy is not None:
-                time.sleep(0.2)  # the noise at full speed before the neighbour starts
+                time.sleep(0.2)
+            _go(procs[:1])
             p50, p99, mean, errors = (float(x) for x in _communicate(me, seconds + 60).split())
             for p in procs[1:]:
                 _communicate(p, seconds + 60)
