@@ -87,14 +87,6 @@ class BytesFile:
             self.drop()  # read to its end: the next read is EOF, or a rewind (a new one)
         return chunk
 
-    def renders(self, offset: int) -> bool:
-        """Whether a read at `offset` renders (not a slice of what is held, not EOF)."""
-        if self.render is None:
-            return False
-        if self.data is None:
-            return offset == 0 or not 0 <= self.length <= offset
-        return offset == 0 and self.read_once
-
     def held(self) -> int:
         """Bytes of rendering held now."""
         return len(self.data) if self.data is not None and self.render is not None else 0

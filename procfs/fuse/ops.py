@@ -76,6 +76,12 @@ def guarded(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[An
     return wrapper
 
 
+def _owner(i: Inode) -> Owner:
+    """Whose turn a request on `i` takes (procfs.fuse.fair): its container's, for a container's
+    inode (what binds reach); the host's line for the rest."""
+    return i.container.key if i.container is not None else None
+
+
 def _enoent() -> pyfuse3.FUSEError:
     return pyfuse3.FUSEError(errno.ENOENT)
 
@@ -102,7 +108,6 @@ class ProcFS(pyfuse3.Operations):
         self._handles: dict[int, OpenFile] = {}
         self._owners: dict[int, Owner] = {}  # fh → the container the file was opened for
         self._open: dict[Owner, int] = {}  # container → its open files
-        self._busy: dict[Owner, int] = {}  # container → its requests in progress
         self.held = Held()  # renderings the open files hold
         self.gate = Gate()  # whose request is served next (its `pending` set once mounted)
         self._listings: dict[int, _Listing] = {}
@@ -248,14 +253,19 @@ class ProcFS(pyfuse3.Operations):
     async def lookup(self, parent_inode: int, name: bytes, ctx: Any = None
                      ) -> pyfuse3.EntryAttributes:
         parent = self._inode(parent_inode)
-        if name == b".":
-            return self._attrs(parent)
-        if name == b"..":
-            return self._attrs(self._parent(parent))
-        inode, timeout = self._child(parent, os.fsdecode(name), ctx.pid if ctx else -1)
-        attrs = self._attrs(inode, timeout)
-        self.inodes.looked_up(inode)
-        return attrs
+        owner = _owner(parent)
+        await self.gate.enter(owner)
+        try:
+            if name == b".":
+                return self._attrs(parent)
+            if name == b"..":
+                return self._attrs(self._parent(parent))
+            inode, timeout = self._child(parent, os.fsdecode(name), ctx.pid if ctx else -1)
+            attrs = self._attrs(inode, timeout)
+            self.inodes.looked_up(inode)
+            return attrs
+        finally:
+            self.gate.leave()
 
     def _parent(self, inode: Inode) -> Inode:
         if inode.view is not None and inode.path == "":
@@ -264,7 +274,12 @@ class ProcFS(pyfuse3.Operations):
 
     @guarded
     async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
-        return self._attrs(self._inode(inode))
+        i = self._inode(inode)
+        await self.gate.enter(_owner(i))
+        try:
+            return self._attrs(i)
+        finally:
+            self.gate.leave()
 
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
         for number, count in inode_list:
@@ -323,6 +338,13 @@ class ProcFS(pyfuse3.Operations):
     @guarded
     async def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
         i = self._inode(inode)
+        await self.gate.enter(_owner(i))
+        try:
+            return await self._open_in_turn(i, flags, ctx)
+        finally:
+            self.gate.leave()
+
+    async def _open_in_turn(self, i: Inode, flags: int, ctx: Any) -> pyfuse3.FileInfo:
         log.debug("open %s (%s) by pid %d", i.path, i.view, ctx.pid)
         if i.view is None and i.path == BINDS:
             handle: OpenFile = BytesFile("".join(p + "\n" for p in self.tree.bind_points())
@@ -371,28 +393,6 @@ class ProcFS(pyfuse3.Operations):
         self._open[owner] = self._open.get(owner, 0) + 1
         return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False, nonseekable=False)
 
-    # A rendering of `owner` to do: `_enter` counts it and waits for its turn, `_leave` in a
-    # `finally` ends its turn and uncounts it. Two calls, not a context manager: every read
-    # that renders passes here.
-    async def _enter(self, owner: Owner) -> None:
-        self._busy[owner] = self._busy.get(owner, 0) + 1
-        try:
-            await self.gate.enter(owner)
-        except BaseException:
-            self._uncount(owner)
-            raise
-
-    def _leave(self, owner: Owner) -> None:
-        self.gate.leave()
-        self._uncount(owner)
-
-    def _uncount(self, owner: Owner) -> None:
-        left = self._busy[owner] - 1
-        if left:
-            self._busy[owner] = left
-        else:
-            del self._busy[owner]
-
     def _handle(self, fh: int) -> OpenFile:
         handle = self._handles.get(fh)
         if handle is None:
@@ -407,14 +407,11 @@ class ProcFS(pyfuse3.Operations):
             # must not hold the others' turns
             return await handle.read(off, size)
         owner = self._owners.get(fh)
-        turn = handle.renders(off)  # only a rendering waits for its turn; a slice, EOF do not
-        if turn:
-            await self._enter(owner)
+        await self.gate.enter(owner)
         try:
             return await handle.read(off, size)
         finally:
-            if turn:
-                self._leave(owner)
+            self.gate.leave()
             self.held.seen(fh, owner, handle)
 
     @guarded
@@ -464,7 +461,7 @@ class ProcFS(pyfuse3.Operations):
         return {"open_files": self.open_handles(),
                 "containers_with_open_files": len(self._open),
                 "most_open_by_one_container": max(self._open.values(), default=0),
-                "requests_in_progress": sum(self._busy.values()),
+                "requests_in_progress": self.gate.in_progress,
                 "rendered_bytes_held": self.held.total,
                 "requests_that_waited_their_turn": self.gate.waits,
                 "turns_that_waited_for_the_kernels_queue": self.gate.looks,

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pyfuse3
 import pytest
+import trio
 
 from procfs.config import Config, KmsgConfig
 from procfs.files.table import all_nodes
@@ -177,3 +178,36 @@ def test_mountinfo_roots_are_the_trees_paths() -> None:
     assert normal("/.pid/4242/proc/meminfo") == "/proc/meminfo"
     assert normal("/proc/meminfo//deleted") == "/proc/meminfo"
     assert normal("/sys/devices/system/cpu") == "/sys/devices/system/cpu"
+
+
+async def test_every_request_that_costs_waits_in_its_containers_line(ops: ProcFS) -> None:
+    proc = await walk(ops, "proc", 51)
+    meminfo = await walk(ops, "proc/meminfo", 51)
+    opened = await ops.open(meminfo.st_ino, os.O_RDONLY, Ctx(51))
+    a = ops.resolver.resolve(51)
+    assert a is not None
+    done: list[str] = []
+    requests = {
+        "lookup": lambda: ops.lookup(proc.st_ino, b"meminfo", Ctx(51)),
+        "getattr": lambda: ops.getattr(meminfo.st_ino),
+        "open": lambda: ops.open(meminfo.st_ino, os.O_RDONLY, Ctx(51)),
+        "read": lambda: ops.read(opened.fh, 0, 1 << 20),
+    }
+
+    async def request(name: str) -> None:
+        await requests[name]()
+        done.append(name)
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(ops.gate.run)
+        await ops.gate.enter("a crowd's")  # another container's request in progress
+        for name in requests:
+            nursery.start_soon(request, name)
+        await trio.sleep(0.05)
+        assert done == [] and list(ops.gate._lines) == [a.key]
+        assert ops.gate.in_progress == 1 + len(requests)
+        ops.gate.leave()
+        await trio.sleep(0.05)
+        assert sorted(done) == sorted(requests)
+        nursery.cancel_scope.cancel()
+    await ops.release(opened.fh)

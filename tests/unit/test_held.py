@@ -129,15 +129,20 @@ def test_last_good_views_are_bounded_in_bytes() -> None:
 
 
 async def test_what_reads_render() -> None:
-    f = BytesFile(Renders(10))
-    assert f.renders(0)  # the first read
+    render = Renders(10)
+    f = BytesFile(render)
     await f.read(0, 4)
-    assert not f.renders(4)  # a slice of what it holds
-    assert f.renders(0)  # a rewind
+    assert render.calls == 1  # the first read
+    await f.read(4, 4)
+    assert render.calls == 1  # a slice of what it holds
+    await f.read(0, 4)
+    assert render.calls == 2  # a rewind
     await f.read(4, 100)  # to its end: let go
-    assert not f.renders(10) and not f.renders(20)  # EOF
-    assert f.renders(0) and f.renders(3)  # read again: rendered again
-    assert not BytesFile(b"fixed").renders(0)
+    assert await f.read(10, 100) == b"" and await f.read(20, 100) == b""  # EOF
+    assert render.calls == 2
+    await f.read(3, 4)
+    await f.read(0, 4)
+    assert render.calls == 4  # read again: rendered again
 
 
 async def test_the_steady_churn_of_renderings_read_to_their_end_is_never_trimmed() -> None:
