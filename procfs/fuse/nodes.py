@@ -170,9 +170,23 @@ class OverlayNode:
             self._bound = (now, max(size_bound(length), self._bound[1]))
         return self._bound[1]
 
+    def length(self, caller: Caller) -> int | None:
+        """st_size of a container's inode, asked at every open and stat: the length of its
+        rendering now, which the open that follows reads (through the render cache) — `wc -c`
+        and `tail` seek by it, splice and sendfile stop at it. None if it cannot be rendered
+        now (`size_bound` then)."""
+        try:
+            return len(self._contents(caller)())
+        except Exception:
+            return None
+
     async def open(self, caller: Caller, flags: int) -> OpenFile:
         if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND):
             raise Refused(f"{self.path} is read-only", errno.EACCES)
+        return BytesFile(self._contents(caller))
+
+    def _contents(self, caller: Caller) -> Callable[[], bytes]:
+        """What an open of this file by `caller` renders, at its first read."""
         container = caller.container
         if container is None:
             generate = self.host
@@ -197,7 +211,7 @@ class OverlayNode:
 
         cache = self.cache
         if cache is None:
-            return BytesFile(generate)
+            return generate
         cache_key = (self.path, container.key if container is not None else None)
 
         def cached() -> bytes:
@@ -207,4 +221,4 @@ class OverlayNode:
                 cache.put(cache_key, data)
             return data
 
-        return BytesFile(cached)
+        return cached

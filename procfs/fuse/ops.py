@@ -188,9 +188,8 @@ class ProcFS(pyfuse3.Operations):
             node = self.tree.files[path]
             a.st_mode, a.st_nlink = stat.S_IFREG | node.mode, 1
             # the host's: 0, as the kernel's /proc files (readers read until EOF); a
-            # container's: above any rendering, and asked for again on every open (a short
-            # read shrinks the kernel's idea of the size to it: the next, longer rendering
-            # would be cut there by splice and sendfile)
+            # container's: its rendering's length at GETATTR (`getattr`), asked for again on
+            # every open; here (a lookup, a listing), above any rendering
             bound = getattr(node, "size_bound", None)
             a.st_size = bound() if own and bound is not None else getattr(node, "size", 0)
             if own:
@@ -277,9 +276,30 @@ class ProcFS(pyfuse3.Operations):
         i = self._inode(inode)
         await self.gate.enter(_owner(i))
         try:
-            return self._attrs(i)
+            attrs = self._attrs(i)
+            if i.container is not None and stat.S_ISREG(attrs.st_mode):
+                length = self._length(i, ctx)
+                if length is not None:
+                    attrs.st_size = length
+            return attrs
         finally:
             self.gate.leave()
+
+    def _length(self, i: Inode, ctx: Any) -> int | None:
+        """The length of the rendering of a container's file that the next open reads (the
+        render cache keeps it): a regular file's size, as `wc -c`, `tail`, splice and
+        sendfile take it. None: not a rendered file, or not renderable now."""
+        node = self.tree.files.get(i.path)
+        length = getattr(node, "length", None)
+        if length is None or i.container is None:
+            return None
+        try:
+            container = self.resolver.current(i.container)
+        except ProcfsError:
+            return None
+        pid = ctx.pid if ctx is not None else -1
+        found: int | None = length(Caller(pid, 0, 0, container))
+        return found
 
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
         for number, count in inode_list:

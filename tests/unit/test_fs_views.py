@@ -89,6 +89,10 @@ async def test_each_container_looks_up_inodes_of_its_own(ops: ProcFS) -> None:
     assert host.st_size == 0
     assert b"262144 kB" in await read(ops, a.st_ino, 51)
     assert b"524288 kB" in await read(ops, b.st_ino, 60)
+    # a GETATTR (every open, every stat): the length of what the open reads, as a regular
+    # file's (`wc -c` and `tail` go by it); the host's stays 0
+    assert (await ops.getattr(a.st_ino, Ctx(51))).st_size == len(await read(ops, a.st_ino, 51))
+    assert (await ops.getattr(host.st_ino, Ctx(1))).st_size == 0
     # the same container looks up the same inode again
     assert (await walk(ops, "proc/meminfo", 50)).st_ino == a.st_ino
 
