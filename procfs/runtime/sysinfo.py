@@ -155,6 +155,12 @@ class SysinfoAnswerer:
     def answer(self, listener: Listener, n: Notification) -> Outcome:
         """Answer `n` (received from `listener`); OSError only from the listener's ioctls."""
         abi = SYSINFO_CALLS.get((n.arch, n.nr))
+        if abi is not None and not listener.id_valid(n.id):
+            # Checked before anything is asked about or written to `n.pid`: a caller killed
+            # after its notification was received may have left its thread id to another
+            # process (the seccomp_unotify(2) rule). Between this check and the write, reuse
+            # would need the whole pid space to wrap.
+            return Outcome.GONE
         v = self._values(n.pid) if abi is not None and n.pid > 0 else None
         if abi is None or v is None:
             return self._continue(listener, n)
@@ -165,8 +171,7 @@ class SysinfoAnswerer:
         err = self.writer.write(n.pid, n.arg0 & abi.pointer_mask, data)
         if err not in (0, errno.EFAULT):
             return self._continue(listener, n)
-        # Valid now means the caller was alive all along: the thread we wrote to and asked
-        # `values` about was the caller, not another that got its id after it died.
+        # Valid still: the caller was alive all along, so the answer goes to it.
         if not listener.id_valid(n.id):
             return Outcome.GONE
         if err:

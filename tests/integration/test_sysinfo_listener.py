@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from procfs.runtime.remote_memory import RemoteWriter
 from procfs.runtime.seccomp import Listener, Response, is_listener
 from procfs.runtime.sysinfo import Outcome, SysinfoAnswerer, SysinfoValues
 from tests.notify_child import GETPPID, SYSINFO, SYSINFO_STRUCT, NotifyChild
@@ -104,7 +105,19 @@ def test_a_caller_killed_while_waiting(child: NotifyChild) -> None:
     os.kill(child.proc.pid, signal.SIGKILL)
     child.proc.wait()
     assert not listener.id_valid(n.id)
-    assert SysinfoAnswerer(lambda tid: VALUES).answer(listener, n) is Outcome.GONE
+    asked: list[int] = []
+
+    class Writer(RemoteWriter):
+        def write(self, pid: int, addr: int, data: bytes) -> int:
+            asked.append(pid)  # into a thread that may be another process's by now
+            return super().write(pid, addr, data)
+
+    def values(tid: int) -> SysinfoValues:
+        asked.append(tid)
+        return VALUES
+
+    assert SysinfoAnswerer(values, Writer(4096)).answer(listener, n) is Outcome.GONE
+    assert asked == []  # neither asked about nor written to
     assert not listener.send(Response.continue_(n.id))
     p = select.poll()
     p.register(child.listener, select.POLLIN)
