@@ -135,6 +135,8 @@ def items(layout: Layout, scripts: list[str]) -> list[Item]:
     found = [
         Item("contrib/oci/hooks.d/procfs.json", f"{layout.hooks_dir}/procfs.json"),
         Item("contrib/systemd/procfs.service", f"{layout.systemd_dir}/procfs.service"),
+        Item("contrib/systemd/procfs-keeper.service",
+             f"{layout.systemd_dir}/procfs-keeper.service"),
         Item("contrib/lxc/lxc.mount.hook", f"{layout.datadir}/lxc.mount.hook", 0o755),
         Item("contrib/lxc/00-procfs.conf", f"{layout.lxc_conf_dir}/00-procfs.conf"),
         Item("README.md", f"{layout.docdir}/README.md"),

@@ -89,6 +89,9 @@ class Config:
     kmsg: KmsgConfig = field(default_factory=KmsgConfig)
     staleness: Staleness = field(default_factory=Staleness)
     sysinfo: bool = True  # answer containers' sysinfo(2) (procfs-runc asks for it)
+    # Start a keeper of the seccomp listeners when none answers (`serve --no-keeper-start`:
+    # never, wait for the one systemd's procfs-keeper.service runs, outside the server's unit)
+    start_keeper: bool = True
     workers: int = 1  # processes serving, each on a mount of its own (procfs.server.shards)
     shard_of: str = ""  # a shard's: the mountpoint of the server that runs it
     lifeline: int = -1  # a shard's: EOF on this pipe when that server is gone

@@ -27,9 +27,21 @@ def serve_config(args: argparse.Namespace) -> Config:
         kmsg=KmsgConfig(ring_bytes=args.kmsg_ring_size, host_log=args.kmsg_host_log,
                         enabled=not args.no_kmsg),
         sysinfo=not args.no_sysinfo,
+        start_keeper=not args.no_keeper_start,
         workers=args.workers,
         verbose=args.verbose,
     )
+
+
+def _keeper(args: argparse.Namespace) -> int:
+    from procfs.runtime import keeper  # the keeper's own process: nothing of the server's
+
+    runtime_socket, consumer_socket = Config(control_dir=args.control_dir).sysinfo_sockets()
+    os.makedirs(args.control_dir, exist_ok=True)
+    argv = ["--runtime-socket", runtime_socket, "--consumer-socket", consumer_socket]
+    if args.fallback_after is not None:
+        argv += ["--fallback-after", str(args.fallback_after)]
+    return keeper.main(argv + ["-v"] * (args.verbose > 1))
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -157,7 +169,20 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     s.add_argument("--no-sysinfo", action="store_true",
                    help="answer no container's sysinfo(2): do not take the seccomp listeners "
                         "procfs-runc hands the keeper at CONTROL_DIR/sysinfo.sock")
+    s.add_argument("--no-keeper-start", action="store_true",
+                   help="never start the keeper of the sysinfo listeners: wait for the one "
+                        "`procfs keeper` runs (systemd's procfs-keeper.service), which then "
+                        "outlives this server's unit")
     s.set_defaults(func=_serve)
+
+    k = sub.add_parser("keeper", help="hold the containers' sysinfo(2) seccomp listeners for "
+                       "the server, across its restarts (foreground; procfs-keeper.service)")
+    k.add_argument("--control-dir", default=default.control_dir,
+                   help="where its sockets go, as the server's (default %(default)s)")
+    k.add_argument("--fallback-after", type=float, default=None, metavar="SECONDS",
+                   help="seconds without a server before the kernel answers waiting calls "
+                        "with the host's numbers (default: never)")
+    k.set_defaults(func=_keeper)
 
     r = sub.add_parser("reload", help="put the code now installed into service (SIGHUP), "
                        "without unmounting")

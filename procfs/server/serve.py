@@ -153,7 +153,7 @@ async def serve(config: Config, forked: dict[str, tuple[Forked, int]],
                 runtime_socket, keeper_socket = config.sysinfo_sockets()
                 sysinfo = await nursery.start(functools.partial(
                     serve_sysinfo, keeper_socket, sysinfo_numbers(services),
-                    runtime_socket=runtime_socket))
+                    runtime_socket=runtime_socket if config.start_keeper else None))
 
                 async def sysinfo_stats(args: dict[str, Any]) -> dict[str, Any]:
                     return {"keeper_pid": sysinfo.keeper_pid, "listeners": sysinfo.listeners,

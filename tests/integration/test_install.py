@@ -9,7 +9,7 @@ In it, as docs/install.md says:
 - LXC, a busybox container given the snippet with `lxc.include`: its /proc/meminfo;
 - runc with the installed hook (path and arguments from the hooks.d file);
 - Docker with `docker run $(procfs docker-flags)`, and compose with the `--compose` file;
-- `systemd-analyze verify` of the installed unit;
+- `systemd-analyze verify` of the installed units; the keeper's unit outlives the server's;
 - `make uninstall` leaves nothing behind (the last test).
 
 Host-specific flags, not procfs's: podman runs runc (crun refuses this hybrid cgroup host) with
@@ -43,6 +43,7 @@ LIMIT = 256 * MIB
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"  # a fresh root shell's
 MOUNT = "/var/lib/procfs"
 UNIT = "/usr/local/lib/systemd/system/procfs.service"
+KEEPER_UNIT = "/usr/local/lib/systemd/system/procfs-keeper.service"
 HOOK = "/usr/share/containers/oci/hooks.d/procfs.json"
 LXC_SNIPPET = "/usr/share/lxc/config/common.conf.d/00-procfs.conf"
 MANIFEST = "/usr/local/share/procfs/install-manifest.txt"
@@ -55,6 +56,32 @@ class Installed:
     server: subprocess.Popen[bytes] | None
     log: str
     image_tar: str
+    keeper: subprocess.Popen[bytes] | None = None
+
+    def start_server(self) -> None:
+        """As the installed unit starts it (systemd is not pid 1 here)."""
+        pre, start = unit_commands(self.host.read(UNIT))
+        for argv in pre:
+            self.host.run(argv)
+        with open(self.log, "ab") as out:
+            self.server = self.host.popen(start, stdout=out, stderr=subprocess.STDOUT,
+                                          stdin=subprocess.DEVNULL,
+                                          env={**os.environ, "PATH": PATH})
+        server = self.server
+        # the DaemonSet's probe: the control socket answers
+        wait_for(lambda: server.poll() is not None or self.sh(f"procfs stats {MOUNT}")
+                 .returncode == 0, 30, lambda: "the server did not answer:\n"
+                 + self.server_log())
+        assert server.poll() is None, self.server_log()
+
+    def sysinfo(self) -> dict[str, Any]:
+        """The server's sysinfo stats (its control socket, in the view's /run)."""
+        r = self.sh("/usr/local/lib/procfs/bin/python -c 'import json; from procfs.server."
+                    "control import request, socket_path; print(json.dumps(request("
+                    f"socket_path(\"{MOUNT}\", \"/run/procfs\"), \"sysinfo\")))'")
+        assert r.returncode == 0, r.stderr
+        found: dict[str, Any] = json.loads(r.stdout)
+        return found
 
     def sh(self, script: str, **kw: Any) -> subprocess.CompletedProcess[str]:
         return self.host.sh(f"export PATH={PATH}; {script}", **kw)
@@ -114,24 +141,22 @@ def installed() -> Iterator[Installed]:
     with host:
         done = host.sh(f"export PATH={PATH}; make -C {REPO} install", timeout=600)
         assert done.returncode == 0, done.stdout + done.stderr
-        # Started as the installed unit says (systemd is not pid 1 here).
-        pre, start = unit_commands(host.read(UNIT))
-        for argv in pre:
-            host.run(argv)
         log = os.path.join(host.dir, "server.log")
-        with open(log, "wb") as out:
-            server = host.popen(start, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, env={**os.environ, "PATH": PATH})
-        it = Installed(host, server, log, rootfs_tar(os.path.join(host.dir, "rootfs.tar")))
+        it = Installed(host, None, log, rootfs_tar(os.path.join(host.dir, "rootfs.tar")))
         try:
-            # the DaemonSet's probe: the control socket answers
-            wait_for(lambda: server.poll() is not None or it.sh(f"procfs stats {MOUNT}")
-                     .returncode == 0, 30, lambda: "the server did not answer:\n"
-                     + it.server_log())
-            assert server.poll() is None, it.server_log()
+            # Started as the installed units say (systemd is not pid 1 here): the keeper of
+            # the sysinfo listeners first (procfs.service wants it, after it), then the server.
+            _, keeper = unit_commands(host.read(KEEPER_UNIT))
+            with open(os.path.join(host.dir, "keeper.log"), "wb") as out:
+                it.keeper = host.popen(keeper, stdout=out, stderr=subprocess.STDOUT,
+                                       stdin=subprocess.DEVNULL, env={**os.environ, "PATH": PATH})
+            it.start_server()
             yield it
         finally:
             it.stop_server()
+            if it.keeper is not None:
+                it.keeper.kill()  # no listener to drain: nothing ran procfs-runc here
+                it.keeper.wait()
 
 
 def mem_total(free_output: str) -> int:
@@ -157,12 +182,32 @@ def test_installed_paths(installed: Installed) -> None:
 
 def test_systemd_unit_verifies(installed: Installed) -> None:
     need("systemd-analyze")
-    r = installed.sh(f"systemd-analyze verify {UNIT}")
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert "procfs" not in r.stdout + r.stderr
-    for line in installed.host.read(UNIT).splitlines():
-        if line.startswith("Documentation=file://"):
-            assert installed.host.exists(line.removeprefix("Documentation=file://"))
+    for unit in (UNIT, KEEPER_UNIT):
+        r = installed.sh(f"systemd-analyze verify {unit}")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "procfs" not in r.stdout + r.stderr
+        for line in installed.host.read(unit).splitlines():
+            if line.startswith("Documentation=file://"):
+                assert installed.host.exists(line.removeprefix("Documentation=file://"))
+
+
+def test_the_keeper_unit_outlives_the_servers(installed: Installed) -> None:
+    """The containers' sysinfo listeners are held by procfs-keeper.service's process, not by
+    one the server starts in its own unit, whose stop or restart (KillMode) would end it and
+    leave every procfs-runc container's sysinfo(2) failing with ENOSYS."""
+    keeper = installed.keeper
+    assert keeper is not None and keeper.poll() is None, read(installed.log)
+    wait_for(lambda: installed.sysinfo()["keeper_pid"] == keeper.pid, 15,
+             lambda: f"the server took no listeners from the keeper unit's {keeper.pid}: "
+             f"{installed.sysinfo()}\n{installed.server_log()}")
+    server = installed.server
+    assert server is not None
+    server.kill()  # as systemd ends the server's unit: everything in it, the keeper not
+    server.wait()
+    installed.start_server()  # Restart=on-failure
+    assert keeper.poll() is None
+    wait_for(lambda: installed.sysinfo()["keeper_pid"] == keeper.pid, 15,
+             lambda: f"{installed.sysinfo()}\n{installed.server_log()}")
 
 
 def test_podman_reads_the_installed_hook(installed: Installed) -> None:

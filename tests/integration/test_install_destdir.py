@@ -76,7 +76,7 @@ def test_destdir_install_and_uninstall(tmp_path: Path) -> None:
     assert hook["hook"]["path"] == f"{prefix}/bin/procfs"
     assert hook["hook"]["args"][-1] == mount
     unit = staged("/etc/systemd/system/procfs.service").read_text()  # PREFIX outside /usr
-    assert f"ExecStart={prefix}/bin/procfs serve --workers auto {mount}" in unit
+    assert f"ExecStart={prefix}/bin/procfs serve --workers auto --no-keeper-start {mount}" in unit
     for line in unit.splitlines():
         if line.startswith("Documentation=file://"):
             assert staged(line.removeprefix("Documentation=file://")).is_file()

@@ -89,8 +89,10 @@ def test_every_contrib_path_is_rewritten(monkeypatch: pytest.MonkeyPatch,
     assert hook["hook"]["path"] == "/opt/pf/bin/procfs"
     assert hook["hook"]["args"] == ["procfs", "oci-hook", "--mount", "/srv/pf"]
     unit = layout.staged("/etc/systemd/system/procfs.service").read_text()
-    assert "ExecStart=/opt/pf/bin/procfs serve --workers auto /srv/pf" in unit
+    assert "ExecStart=/opt/pf/bin/procfs serve --workers auto --no-keeper-start /srv/pf" in unit
     assert "Documentation=file:///opt/pf/share/doc/procfs/install.md" in unit
+    keeper = layout.staged("/etc/systemd/system/procfs-keeper.service").read_text()
+    assert "ExecStart=/opt/pf/bin/procfs keeper" in keeper
     lxc = layout.staged(f"{inst.LXC_CONF_DIR}/00-procfs.conf").read_text()
     assert "lxc.hook.mount = /opt/pf/share/procfs/lxc.mount.hook" in lxc
     hook_sh = layout.staged("/opt/pf/share/procfs/lxc.mount.hook")
