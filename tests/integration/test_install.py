@@ -299,7 +299,9 @@ def dockerd(installed: Installed) -> Iterator[Docker]:
         proc = installed.host.popen(
             ["dockerd", "--data-root", f"{d}/data", "--exec-root", f"{d}/exec", "-H", sock,
              "--pidfile", f"{d}/pid", "--bridge", "none", "--iptables=false",
-             "--cgroup-parent", f"/{installed.host.cgroup}/docker"],
+             "--cgroup-parent", f"/{installed.host.cgroup}/docker",
+             # the README's first route
+             "--add-runtime", "procfs=/usr/local/bin/procfs-runc"],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env={**os.environ, "PATH": PATH})
     try:
@@ -325,6 +327,23 @@ def test_docker_run_with_docker_flags(installed: Installed, dockerd: Docker) -> 
                      f"--memory 256m {dockerd.image} free -b")
     assert r.returncode == 0, r.stderr
     assert mem_total(r.stdout) == LIMIT
+
+
+def test_docker_with_the_installed_procfs_runc(installed: Installed, dockerd: Docker) -> None:
+    """`docker run --runtime procfs`, as the README's first route: the files by the hook
+    procfs-runc adds, busybox `free` answered by the server through sysinfo(2) (the listener
+    held by the keeper unit's process), uptime from the container's creation."""
+    before = installed.sysinfo()["answered"]
+    r = installed.sh(f"{dockerd.cli} run --rm --network none --runtime procfs --memory 256m "
+                     f"{dockerd.image} sh -c 'busybox free; head -1 /proc/meminfo; "
+                     "cat /proc/uptime'")
+    assert r.returncode == 0, r.stderr + installed.server_log()
+    lines = r.stdout.splitlines()
+    free = [x for x in lines if x.split()[:1] == ["Mem:"]]
+    assert free and int(free[0].split()[1]) == LIMIT // 1024, r.stdout  # sysinfo(2): served
+    assert next(x for x in lines if x.startswith("MemTotal:")).split()[1] == str(LIMIT // 1024)
+    assert float(lines[-1].split()[0]) < 30, r.stdout  # its own boot clock
+    assert installed.sysinfo()["answered"] > before
 
 
 def test_docker_compose_with_the_fragment(installed: Installed, dockerd: Docker) -> None:
