@@ -41,10 +41,20 @@ def test_systemd_unit() -> None:
     assert service["Type"] == "notify"
     assert service["Restart"] == "on-failure"
     assert service["OOMScoreAdjust"] == "-1000"
-    assert service["ExecStart"].split()[1:] == ["serve", "--workers", "auto", "/var/lib/procfs"]
+    assert service["ExecStart"].split()[1:] == ["serve", "--workers", "auto",
+                                                "--no-keeper-start", "/var/lib/procfs"]
     for sandboxing in ("PrivateTmp", "ProtectSystem", "PrivateMounts", "ProtectHome"):
         assert sandboxing not in service  # the mount must land in the host's namespace
     assert unit["Install"]["WantedBy"] == "multi-user.target"
+    # the keeper of the sysinfo listeners: a unit of its own, which the server's wants
+    assert "procfs-keeper.service" in unit["Unit"]["Wants"]
+    assert "procfs-keeper.service" in unit["Unit"]["After"]
+    keeper = configparser.ConfigParser(strict=False, interpolation=None)
+    keeper.optionxform = str  # type: ignore[assignment, method-assign]
+    keeper.read(CONTRIB / "systemd/procfs-keeper.service")
+    assert keeper["Service"]["ExecStart"].split()[1:] == ["keeper"]
+    assert keeper["Service"]["Restart"] == "always"
+    assert "procfs.service" in keeper["Unit"]["Before"]
 
 
 def test_lxc_hook_and_snippet(tmp_path: Path) -> None:

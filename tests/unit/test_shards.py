@@ -277,7 +277,7 @@ def test_a_shard_gets_every_option_of_its_server() -> None:
             "--cgroup-root", "/c", "--cpu-view", "cpuset", "--cache-ttl", "0.25",
             "--max-background", "77", "--workers", "3", "--fuse-debug",
             "--kmsg-ring-size", "4096", "--kmsg-host-log", "", "--no-kmsg", "--control-dir", "/ctl",
-            "--no-sysinfo"]
+            "--no-sysinfo", "--no-keeper-start"]
     server = serve_config(parser().parse_args(argv))
     default = serve_config(parser().parse_args(["serve", "/mnt/p"]))
     shard = server.for_shard("/run/s/1")
