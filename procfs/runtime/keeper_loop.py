@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import logging
 import math
 import os
@@ -28,6 +27,7 @@ from typing import Any
 from procfs.runtime import keeper_protocol as kp
 from procfs.runtime.seccomp import Listener, Response, is_listener
 from procfs.runtime.seccomp_agent import MAX_FDS, ProcessState, RuntimeMessage
+from procfs.util.lock import try_lock
 
 log = logging.getLogger("procfs.keeper")
 
@@ -101,12 +101,8 @@ class Keeper:
 
     def lock(self) -> bool:
         """Take the one-keeper lock; False if another keeper holds it."""
-        os.makedirs(os.path.dirname(self.consumer_path) or ".", mode=0o755, exist_ok=True)
-        fd = os.open(self.consumer_path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
+        fd = try_lock(self.consumer_path + ".lock")
+        if fd is None:
             return False
         self._lock_fd = fd
         return True

@@ -16,10 +16,11 @@ Annotations: `io.procfs.disable=true` turns everything off (the hook honours it 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from typing import Any, NamedTuple
+
+from procfs.util.atomic import replace
 
 DISABLE_ANNOTATION = "io.procfs.disable"  # the same name procfs.oci's hook honours
 HOOK_ANNOTATION = "io.procfs.hook"
@@ -235,16 +236,6 @@ def save(path: str, config: Config) -> None:
     """Replace `path` atomically (a reader sees the old file or the new one), keeping its mode
     and owner."""
     st = os.stat(path)
-    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.procfs-{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(config, f, separators=(",", ":"))
-            os.fchmod(f.fileno(), st.st_mode & 0o7777)
-            if (st.st_uid, st.st_gid) != (os.geteuid(), os.getegid()):
-                os.fchown(f.fileno(), st.st_uid, st.st_gid)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    owner = (st.st_uid, st.st_gid)
+    replace(path, json.dumps(config, separators=(",", ":")).encode(), st.st_mode & 0o7777,
+            owner=None if owner == (os.geteuid(), os.getegid()) else owner)

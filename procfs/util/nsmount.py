@@ -1,4 +1,4 @@
-"""The few mount syscalls `attach` needs (ctypes), and a mountinfo parser.
+"""The few mount syscalls `attach` needs (ctypes); mountinfo is parsed in procfs.sources.mountinfo.
 
 `open_tree(OPEN_TREE_CLONE)` makes a detached bind mount of a file while we still see the procfs
 mount; after `setns` into a container's mount namespace, `move_mount` attaches it over the twin.
