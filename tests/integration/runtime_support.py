@@ -27,8 +27,7 @@ AUDIT_ARCH_X86_64 = 0xC000003E
 AUDIT_ARCH_I386 = 0x40000003
 
 # What `ps` and the kernel say about the container's clock, one value a line.
-# (procps ps by path: busybox sh prefers its own applets; head, not cat: busybox cat uses
-# sendfile, which reads a served file as empty while the server reports st_size 0.)
+# (procps ps by path: busybox sh prefers its own applets.)
 CLOCK_PROBE = ("head -n1 /proc/uptime | cut -d' ' -f1; /usr/bin/ps -o etimes= -p 1; "
                "/usr/bin/ps -o lstart= -p 1; readlink /proc/1/ns/time; readlink /proc/self/ns/time")
 
