@@ -75,6 +75,10 @@ class KmsgConfig:
     host_log: str = "/dev/kmsg"  # the host's kernel log to route from; "" for none
 
 
+# `procfs serve --workers`: one shard per CPU, at most procfs.server.shards.MAX_AUTO
+SERVE_WORKERS = "auto"
+
+
 @dataclass
 class Config:
     mountpoint: str = ""
@@ -92,7 +96,9 @@ class Config:
     # Start a keeper of the seccomp listeners when none answers (`serve --no-keeper-start`:
     # never, wait for the one systemd's procfs-keeper.service runs, outside the server's unit)
     start_keeper: bool = True
-    workers: int = 1  # processes serving, each on a mount of its own (procfs.server.shards)
+    # processes serving, each on a mount of its own (procfs.server.shards); `procfs serve`
+    # resolves SERVE_WORKERS, a Config made in code serves from one
+    workers: int = 1
     shard_of: str = ""  # a shard's: the mountpoint of the server that runs it
     lifeline: int = -1  # a shard's: EOF on this pipe when that server is gone
     verbose: int = 0  # -v count

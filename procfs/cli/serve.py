@@ -8,7 +8,7 @@ import signal
 import sys
 import time
 
-from procfs.config import Config, CpuViewMode, KmsgConfig, Staleness
+from procfs.config import SERVE_WORKERS, Config, CpuViewMode, KmsgConfig, Staleness
 from procfs.server.record import ServerRecord
 
 
@@ -147,7 +147,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
                    help="FUSE requests (releases) the kernel may have outstanding in the "
                         "background (default %(default)s; the kernel's 12 lets releases pile "
                         "up under load; 0: leave it)")
-    s.add_argument("--workers", type=_workers, default="auto", metavar="K",
+    s.add_argument("--workers", type=_workers, default=SERVE_WORKERS, metavar="K",
                    help="processes serving the containers' files, each on a mount of its own "
                         "(K > 1: K shards beside the server's own process, which keeps "
                         "dev/kmsg and the host); containers are spread over them by `procfs "

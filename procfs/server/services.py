@@ -56,7 +56,8 @@ class Services:
             layout = CgroupLayout.from_directory(config.cgroup_root)
         else:
             layout = CgroupLayout.from_mountinfo(config.proc_root)
-        resolver = Resolver(host, layout, clock=clock)
+        resolver = Resolver(host, layout, clock=clock,
+                            cgroup_ttl=config.staleness.cgroup_paths)
         s = cls(config, host, layout, resolver, clock)
         if config.cache_ttl > 0:  # one RenderCache for every tree this server installs
             s.render_cache = RenderCache(config.cache_ttl, clock=clock)

@@ -13,7 +13,7 @@ import pyfuse3
 import pytest
 import trio
 
-from procfs.config import Config, KmsgConfig
+from procfs.config import Config, KmsgConfig, Staleness
 from procfs.files.table import all_nodes
 from procfs.fuse.ops import ProcFS
 from procfs.fuse.tree import FIRST_VIEW_INODE, normal
@@ -215,3 +215,15 @@ async def test_every_request_that_costs_waits_in_its_containers_line(ops: ProcFS
         assert sorted(done) == sorted(requests)
         nursery.cancel_scope.cancel()
     await ops.release(opened.fh)
+
+
+def test_every_staleness_bound_reaches_what_it_bounds(tmp_path: Path) -> None:
+    """The bounds live in Config.staleness alone: each one given there is the one in force."""
+    host = FakeHost(tmp_path, ncpus=1)
+    v2_cgroup(tmp_path / "cg", "/a", {"memory.max": "max\n"})
+    bounds = Staleness(render=0.25, cgroup_paths=3.0)
+    services = Services.build(Config(proc_root=str(host.proc), sys_root=str(host.sys),
+                                     cgroup_root=str(tmp_path / "cg"), staleness=bounds,
+                                     cache_ttl=bounds.render, kmsg=KmsgConfig(enabled=False)))
+    assert services.resolver.cgroup_ttl == 3.0
+    assert services.render_cache is not None and services.render_cache.ttl == 0.25
