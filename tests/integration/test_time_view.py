@@ -3,7 +3,10 @@ containers (own cgroup, new pid + mount (+ time) namespaces) on the real machine
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import signal
 import subprocess
 import time
 
@@ -160,6 +163,30 @@ def test_busy_and_idle_containers_side_by_side(make_container, make_cgroup) -> N
     finally:
         stress.kill()
         stress.wait()
+
+
+def test_uptime_idle_is_stats_idle_when_tasks_wait(make_container, make_cgroup) -> None:
+    """/proc/uptime's idle is the idle of /proc/stat's CPU lines: time the container's tasks
+    were runnable but throttled is steal there, not idle here (issue 20 item 8: uptime counted
+    it idle). One busy loop under half a CPU of quota: half the time used, half throttled."""
+    sb = make_container(Limits(cpus="0", quota=(50000, 100000)))
+    assert sb.cgroup is not None
+    inner = make_cgroup(parent=sb.cgroup)
+    loop = sb.popen(["sh", "-c", "while :; do :; done"], cgroup=inner,
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(2.0)
+        up, stat = sb.sh("cat /proc/uptime; echo --; cat /proc/stat").split("--\n")
+        row = cpu_rows(stat)["cpu"]
+        assert row[7] >= 50, row  # steal: at least 0.5 s throttled by now
+        idle_up, idle_stat = float(up.split()[1]), row[3] / 100
+        assert abs(idle_up - idle_stat) <= 0.3, (up, row)
+    finally:
+        loop.kill()  # (the nsenter before it)
+        loop.wait()
+        for pid in inner.procs():  # the loop: our cgroup's own
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def test_the_host_sees_its_own_files(server: Server) -> None:
