@@ -180,8 +180,10 @@ def test_htop_under_tmux(box: Sandbox) -> None:
 
 
 PSUTIL_PROBE = textwrap.dedent("""\
-    import json, os, psutil
+    import json, os, time, psutil
     print(json.dumps({
+        "init_started": psutil.Process(1).create_time(),  # /proc/1/stat's start + btime
+        "now": time.time(),
         "total": psutil.virtual_memory().total,
         "available": psutil.virtual_memory().available,
         "cpu_count": psutil.cpu_count(),
@@ -203,6 +205,9 @@ def test_python_psutil(box: Sandbox) -> None:
     assert got["total"] == LIMIT and 0 < got["available"] <= LIMIT, got
     assert got["cpu_count"] == got["cores"] == got["percpu"] == 1, got
     assert got["os_cpu_count"] == got["affinity"] == 1, got
+    # the container's init started with the box, before the probe: not in the future (btime
+    # was now - the container's uptime, so start times were ahead by the host's uptime)
+    assert got["now"] - 120 <= got["init_started"] <= got["now"], got
 
 
 NODE_PROBE = textwrap.dedent("""\
