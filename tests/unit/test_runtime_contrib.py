@@ -33,17 +33,18 @@ def test_runtime_class() -> None:
 
 
 def test_containerd_cri_runtime() -> None:
-    conf = tomllib.loads((RUNTIME / "containerd-config.toml").read_text())
+    conf = tomllib.loads((RUNTIME.parent / "containerd/procfs.toml").read_text())
     runtimes = conf["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]["runtimes"]
     assert list(runtimes) == [HANDLER]
     runtime = runtimes[HANDLER]
     assert runtime["runtime_type"] == "io.containerd.runc.v2"
     assert runtime["options"]["BinaryName"] == installed_wrapper()
     assert "io.procfs.*" in runtime["pod_annotations"]
+    assert "io.procfs.*" in runtime["container_annotations"]
 
 
 def test_crio_runtime() -> None:
-    conf = tomllib.loads((RUNTIME / "crio.conf.d-10-procfs.conf").read_text())
+    conf = tomllib.loads((RUNTIME.parent / "crio/10-procfs.conf").read_text())
     runtime = conf["crio"]["runtime"]["runtimes"][HANDLER]
     assert runtime["runtime_path"] == installed_wrapper()
     assert runtime["runtime_type"] == "oci"
