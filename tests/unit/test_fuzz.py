@@ -28,7 +28,7 @@ from procfs.sources.cgroups import CgroupDirs, CgroupLayout, parse_proc_cgroup
 from procfs.sources.containers import Resolver
 from procfs.sources.cpuset import CpuViewMode, read_cpu_view
 from procfs.sources.hostproc import HostProc
-from procfs.sources.memory import read_memory
+from procfs.sources.memory import read_memory, read_oom_kills
 from tests.trees import HOST_PIDNS, FakeHost, write
 
 FUZZ = settings(max_examples=60, deadline=None,
@@ -167,11 +167,12 @@ def test_swaps_render(host_text: str, total: int | None, used: int) -> None:
 
 CGROUP_FILES_V2 = ["memory.stat", "memory.current", "memory.max", "memory.swap.max",
                    "memory.swap.current", "cpu.max", "cpuset.cpus", "cpuset.cpus.effective",
-                   "io.stat", "memory.pressure"]
+                   "io.stat", "memory.pressure", "memory.events"]
 CGROUP_FILES_V1 = ["memory.stat", "memory.usage_in_bytes", "memory.limit_in_bytes",
                    "memory.memsw.usage_in_bytes", "memory.memsw.limit_in_bytes",
-                   "memory.kmem.usage_in_bytes"]
+                   "memory.kmem.usage_in_bytes", "memory.oom_control"]
 FILE_CONTENT = st.one_of(st.none(), NUMBER, lines_of(MEMORY_STAT_KEYS), GARBLE,
+                         lines_of(["oom_kill", "oom", "under_oom"]),
                          st.just("0-1,3\n"), st.just("max 100000\n"), st.just("-5 0\n"))
 
 
@@ -185,6 +186,8 @@ def _fill(d: Path, names: list[str], contents: list[str | None]) -> None:
 
 def _read_all(dirs: CgroupDirs) -> None:
     only_procfs_errors(lambda: read_memory(dirs))
+    kills = only_procfs_errors(lambda: read_oom_kills(dirs))
+    assert kills is None or (isinstance(kills, int) and kills >= 0), kills
     view = read_cpu_view(dirs, (0, 1, 2, 3), CpuViewMode.QUOTA)
     assert view.count >= 1
     read_cpu_view(dirs, (), CpuViewMode.CPUSET)
@@ -258,21 +261,23 @@ def test_resolve_on_garbled_proc(caller: dict[str, str | None],
             c = only_procfs_errors(lambda: resolver.resolve(77))
             if c is not None:
                 for render in (memory.meminfo, cpu.cpuinfo, cpu.cpulist("online"),
-                               memory.swaps):
+                               memory.swaps, memory.vmstat):
                     only_procfs_errors(lambda r=render: r(c))  # type: ignore[misc]
         finally:
             resolver.close()
 
 
 @FUZZ
-@given(st.lists(GARBLE, min_size=3, max_size=3))
+@given(st.lists(GARBLE, min_size=4, max_size=4))
 def test_host_views_on_garbled_host_files(texts: list[str]) -> None:
-    """The host's own meminfo, cpuinfo and cpu/online garbled: renders still come out."""
+    """The host's own meminfo, cpuinfo, cpu/online and vmstat garbled: renders still come
+    out."""
     with tempfile.TemporaryDirectory() as tmp:
         host = FakeHost(Path(tmp))
         write(host.proc / "meminfo", texts[0])
         write(host.proc / "cpuinfo", texts[1])
         write(host.sys / "devices/system/cpu/online", texts[2])
+        write(host.proc / "vmstat", texts[3])
         hp = HostProc(str(host.proc), str(host.sys))
         root = Path(tmp) / "cg"
         write(root / "cgroup.controllers", "cpuset cpu memory\n")
@@ -290,5 +295,6 @@ def test_host_views_on_garbled_host_files(texts: list[str]) -> None:
             cpu.cpuinfo(c)
             assert sysfiles.parse_cpulist(cpu.cpulist("online")(c).decode())
             memory.swaps(c)
+            memory.vmstat(c)
         finally:
             resolver.close()
