@@ -10,7 +10,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from overlays import cpuinfo, cpulist, diskstats, meminfo, pressure, slabinfo, stat, swaps
@@ -131,6 +131,8 @@ def test_cpulist_ranges(ranges: list[tuple[int, int]]) -> None:
        st.one_of(st.none(), st.integers(-(2**66), 2**66)), st.integers(-(2**66), 2**66),
        st.one_of(st.none(), st.integers(-(2**66), 2**66)), st.integers(-(2**66), 2**66),
        st.dictionaries(st.sampled_from(MEMORY_STAT_KEYS), st.integers(-(2**66), 2**66)))
+# free plus reclaimable above the total: available is still at most the total
+@example("MemTotal: 1000 kB\n", None, 0, None, 0, {"active_file": 1 << 30})
 def test_meminfo_render(host_text: str, limit: int | None, usage: int, swap_limit: int | None,
                         swap_usage: int, stat: dict[str, int]) -> None:
     host = meminfo.parse_host(host_text)
