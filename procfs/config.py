@@ -40,6 +40,9 @@ class Staleness:
     """How long a reading is reused, in seconds: the bound on how old a served number may be."""
 
     render: float = 0.01  # one container's rendering of one file (`--cache-ttl`; 0: never)
+    # the rendering an open's GETATTR made for the file's size, read by that open (its turns
+    # on a busy server in between: procfs.fuse.sized)
+    sized: float = 0.1
     host_files: float = 0.01  # the host's meminfo, stat, diskstats, shared by every container
     static_host_files: float = 1.0  # host files that change only with CPU hotplug (cpuinfo...)
     # counts of a container's tasks by state (procs_running/blocked and steal in stat, running

@@ -87,6 +87,11 @@ class BytesFile:
             self.drop()  # read to its end: the next read is EOF, or a rewind (a new one)
         return chunk
 
+    def prime(self, data: bytes) -> None:
+        """Read `data` as the first rendering (one made for this open already)."""
+        if self.render is not None and self.data is None and not self.read_once:
+            self.data = data[:MAX_RENDERED]
+
     def held(self) -> int:
         """Bytes of rendering held now."""
         return len(self.data) if self.data is not None and self.render is not None else 0
@@ -170,13 +175,11 @@ class OverlayNode:
             self._bound = (now, max(size_bound(length), self._bound[1]))
         return self._bound[1]
 
-    def length(self, caller: Caller) -> int | None:
-        """st_size of a container's inode, asked at every open and stat: the length of its
-        rendering now, which the open that follows reads (through the render cache) — `wc -c`
-        and `tail` seek by it, splice and sendfile stop at it. None if it cannot be rendered
-        now (`size_bound` then)."""
+    def rendering(self, caller: Caller) -> bytes | None:
+        """What an open by `caller` would read now (for a GETATTR's size); None if it cannot
+        be rendered now (`size_bound` then)."""
         try:
-            return len(self._contents(caller)())
+            return self._contents(caller)()
         except Exception:
             return None
 

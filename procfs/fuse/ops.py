@@ -29,6 +29,7 @@ from procfs.fuse.fair import Gate
 from procfs.fuse.held import Held
 from procfs.fuse.nodes import BytesFile, Caller, FileNode, OpenFile
 from procfs.fuse.rendercache import RenderCache
+from procfs.fuse.sized import Sized
 from procfs.fuse.tree import BINDS, HIDDEN, PIDS, Inode, Inodes, Node, Tree, join
 from procfs.sources.containers import Container, Resolver
 
@@ -109,6 +110,7 @@ class ProcFS(pyfuse3.Operations):
         self._owners: dict[int, Owner] = {}  # fh → the container the file was opened for
         self._open: dict[Owner, int] = {}  # container → its open files
         self.held = Held()  # renderings the open files hold
+        self._sized = Sized()  # inode → the rendering its last GETATTR sized
         self.gate = Gate()  # whose request is served next (its `pending` set once mounted)
         self._listings: dict[int, _Listing] = {}
         self._next_fh = itertools.count(1)
@@ -278,28 +280,29 @@ class ProcFS(pyfuse3.Operations):
         try:
             attrs = self._attrs(i)
             if i.container is not None and stat.S_ISREG(attrs.st_mode):
-                length = self._length(i, ctx)
-                if length is not None:
-                    attrs.st_size = length
+                data = self._rendering(i, ctx)
+                if data is not None:
+                    attrs.st_size = len(data)
+                    self._sized.keep(i.number, data)
             return attrs
         finally:
             self.gate.leave()
 
-    def _length(self, i: Inode, ctx: Any) -> int | None:
-        """The length of the rendering of a container's file that the next open reads (the
-        render cache keeps it): a regular file's size, as `wc -c`, `tail`, splice and
-        sendfile take it. None: not a rendered file, or not renderable now."""
+    def _rendering(self, i: Inode, ctx: Any) -> bytes | None:
+        """The rendering of a container's file that the next open reads (`_sized`), whose
+        length is the file's size, as `wc -c`, `tail`, splice and sendfile take it. None: not
+        a rendered file, or not renderable now."""
         node = self.tree.files.get(i.path)
-        length = getattr(node, "length", None)
-        if length is None or i.container is None:
+        rendering = getattr(node, "rendering", None)
+        if rendering is None or i.container is None:
             return None
         try:
             container = self.resolver.current(i.container)
         except ProcfsError:
             return None
         pid = ctx.pid if ctx is not None else -1
-        found: int | None = length(Caller(pid, 0, 0, container))
-        return found
+        data: bytes | None = rendering(Caller(pid, 0, 0, container))
+        return data
 
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
         for number, count in inode_list:
@@ -381,8 +384,11 @@ class ProcFS(pyfuse3.Operations):
             raise Refused(f"container {owner} holds {MAX_OPEN_PER_CONTAINER} open files",
                           errno.ENFILE)
         caller = Caller(ctx.pid, ctx.uid, ctx.gid, container)
-        if kind == "file":  # (renders nothing yet: BytesFile renders at the first read)
+        if kind == "file":  # (renders nothing yet: BytesFile renders at the first read...
             handle = await self.tree.files[i.path].open(caller, flags)
+            sized = self._sized.take(i.number) if container is not None else None
+            if sized is not None and isinstance(handle, BytesFile):
+                handle.prime(sized)  # ...but the one the GETATTR of this open sized)
         else:
             found = self.tree.mirror_of(i.path)
             assert found is not None
@@ -411,6 +417,8 @@ class ProcFS(pyfuse3.Operations):
         self._handles[fh] = handle
         self._owners[fh] = owner
         self._open[owner] = self._open.get(owner, 0) + 1
+        if isinstance(handle, BytesFile):
+            self.held.seen(fh, owner, handle)  # a rendering it holds already (`_sized`)
         return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False, nonseekable=False)
 
     def _handle(self, fh: int) -> OpenFile:

@@ -71,6 +71,24 @@ async def test_writes_still_refused(cached: tuple[Path, ProcFS, ManualClock]) ->
     assert e.value.errno == errno.EACCES
 
 
+async def test_an_open_reads_the_rendering_its_getattr_sized(
+        cached: tuple[Path, ProcFS, ManualClock]) -> None:
+    """GETATTR (every open) renders for the size; the open after it reads that rendering even
+    when its first read comes after the cache's bound (turns on a busy server): the size is
+    the length read, and nothing is rendered twice."""
+    cg, ops, clock = cached
+    own = await ops.lookup(pyfuse3.ROOT_INODE, b"proc", Ctx(50))
+    own = await ops.lookup(own.st_ino, b"meminfo", Ctx(50))
+    size = (await ops.getattr(own.st_ino, Ctx(50))).st_size
+    info = await ops.open(own.st_ino, os.O_RDONLY, Ctx(50))
+    (cg / "a/memory.max").write_text(f"{128 * MIB}\n")
+    clock.now += 0.05  # past the bound
+    data = await ops.read(info.fh, 0, 1 << 20)
+    await ops.release(info.fh)
+    assert len(data) == size and total(data) == 256 * 1024
+    assert total(await cat(ops, "proc/meminfo", 50)) == 128 * 1024  # the next open: afresh
+
+
 def test_bounded_in_bytes() -> None:
     cache = RenderCache(10.0, max_bytes=1600)
     cache.put(("a", None), b"x" * 1000)  # more than a sixteenth: not kept
