@@ -11,6 +11,7 @@ first line divides them by it) are the host's averages instead of its totals sin
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -91,6 +92,18 @@ def host_cpu_lines(text: str) -> dict[int, CpuTimes]:
     return out
 
 
+@functools.lru_cache(maxsize=8)
+def _counters(line: str) -> tuple[tuple[str, ...], tuple[tuple[int, int], ...]]:
+    """A counter line as words, its name first and every number 0 (garbled ones too), and the
+    (position, value) of its numbers that are not 0. The host's text is shared by every
+    container's rendering for a while: its `intr` line (hundreds of numbers, mostly 0) is
+    parsed once."""
+    words = line.split()
+    counts = [0 if w == "0" else _count(w) or 0 for w in words[1:]]
+    return ((words[0], *("0" for _ in counts)),
+            tuple((i, n) for i, n in enumerate(counts, 1) if n))
+
+
 @dataclass(frozen=True)
 class StatSnapshot:
     host_text: str  # the host's /proc/stat: intr, ctxt, softirq and unknown lines come from it
@@ -126,7 +139,11 @@ def render(snap: StatSnapshot) -> bytes:
         if key.startswith("cpu"):
             continue
         if key in SCALED and share < 1.0:
-            line = " ".join([key, *(str(int((_count(w) or 0) * share)) for w in line.split()[1:])])
+            words, counted = _counters(line)
+            scaled = list(words)  # zeros stay zeros: only the counted ones are scaled
+            for i, n in counted:
+                scaled[i] = str(int(n * share))
+            line = " ".join(scaled)
         if key in ours:
             if key not in seen:
                 lines.append(f"{key} {ours[key]}")

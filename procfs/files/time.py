@@ -26,6 +26,7 @@ from typing import TypeVar
 from cachetools import LRUCache, TTLCache
 
 from overlays import loadavg, stat, uptime
+from overlays.cpuview import CpuView
 from overlays.stat import CpuTimes, host_cpu_lines
 from procfs.errors import ProcfsError
 from procfs.files.host import HostFiles
@@ -165,9 +166,10 @@ class TimeFiles:
                            (c.key, waits), fresh_newest=not waits, newest=self._newest)
 
     def cpu_times(self, c: Container, elapsed: float, usage: CpuUsage | None,
-                  waited_ns: int = 0) -> tuple[CpuTimes, ...]:
-        """The container's cpuN lines: its busy time per CPU, steal, and idle over `elapsed`."""
-        view = self.files.cpu_view(c)
+                  waited_ns: int = 0, view: CpuView | None = None) -> tuple[CpuTimes, ...]:
+        """The container's cpuN lines: its busy time per CPU, steal, and idle over `elapsed`
+        (`view`: its CPUs, when the caller read them already)."""
+        view = view or self.files.cpu_view(c)
         if usage is None:
             return self._last.cpus(c.key, self.host_cpus(view.cpus))
         tick_ns = NS // self.hz
@@ -182,13 +184,13 @@ class TimeFiles:
         tasks = self.count_tasks(c, waits=True) or TaskCount(0, 0, 0, 0)
         usage = read_cpu_usage(c.cgroups, self.hz)
         boot, elapsed = self.boottime(), self.elapsed(c)
-        cpus = self.cpu_times(c, elapsed, usage, tasks.waited_ns)
+        view = self.files.cpu_view(c)  # (its cpuset and quota files: read once)
+        cpus = self.cpu_times(c, elapsed, usage, tasks.waited_ns, view)
         btime = container_btime(c, host_btime(host_text), self.realtime(), boot)
         # its lines cover its life (the host's whole uptime when they are the host's lines)
         share = elapsed / boot if usage is not None and boot > 0 else 1.0
         return stat.render(stat.StatSnapshot(host_text, cpus, btime, tasks.newest_pid,
-                                             tasks.running, tasks.blocked,
-                                             self.files.cpu_view(c).cpus, share))
+                                             tasks.running, tasks.blocked, view.cpus, share))
 
     def uptime(self, c: Container) -> bytes:
         """Its clock, and the idle of its CPUs as /proc/stat counts it (steal is not idle)."""
