@@ -62,7 +62,7 @@ class BytesFile:
     open and re-reads it after `lseek(0)` every refresh. A reader going through the file in
     chunks never asks for offset 0 twice, so it sees one consistent generation."""
 
-    __slots__ = ("data", "length", "read_once", "render")
+    __slots__ = ("data", "first", "length", "read_once", "render")
 
     def __init__(self, render: Callable[[], bytes] | bytes) -> None:
         self.render: Callable[[], bytes] | None
@@ -73,24 +73,23 @@ class BytesFile:
             self.render, self.data = render, None
         self.length = -1  # of the generation let go; -1: none yet
         self.read_once = False
+        # the rendering made for this open already, if still there (procfs.fuse.sized)
+        self.first: Callable[[], bytes | None] | None = None
 
     async def read(self, offset: int, size: int) -> bytes:
         data = self.data
         if self.render is not None and (data is None or (offset == 0 and self.read_once)):
             if data is None and 0 <= self.length <= offset and offset != 0:
                 return b""  # past the end of the generation read to its end
-            data = self.data = self.render()[:MAX_RENDERED]
+            ready = self.first() if self.first is not None and not self.read_once else None
+            self.first = None
+            data = self.data = (ready if ready is not None else self.render())[:MAX_RENDERED]
         assert data is not None
         self.read_once = True
         chunk = data[offset : offset + size]
         if self.render is not None and offset + len(chunk) >= len(data):
             self.drop()  # read to its end: the next read is EOF, or a rewind (a new one)
         return chunk
-
-    def prime(self, data: bytes) -> None:
-        """Read `data` as the first rendering (one made for this open already)."""
-        if self.render is not None and self.data is None and not self.read_once:
-            self.data = data[:MAX_RENDERED]
 
     def held(self) -> int:
         """Bytes of rendering held now."""

@@ -384,11 +384,10 @@ class ProcFS(pyfuse3.Operations):
             raise Refused(f"container {owner} holds {MAX_OPEN_PER_CONTAINER} open files",
                           errno.ENFILE)
         caller = Caller(ctx.pid, ctx.uid, ctx.gid, container)
-        if kind == "file":  # (renders nothing yet: BytesFile renders at the first read...
-            handle = await self.tree.files[i.path].open(caller, flags)
-            sized = self._sized.take(i.number) if container is not None else None
-            if sized is not None and isinstance(handle, BytesFile):
-                handle.prime(sized)  # ...but the one the GETATTR of this open sized)
+        if kind == "file":  # (renders nothing yet: BytesFile renders at the first read, or
+            handle = await self.tree.files[i.path].open(caller, flags)  # takes the rendering
+            if container is not None and isinstance(handle, BytesFile):  # its GETATTR sized)
+                handle.first = functools.partial(self._sized.take, i.number)
         else:
             found = self.tree.mirror_of(i.path)
             assert found is not None
@@ -417,8 +416,6 @@ class ProcFS(pyfuse3.Operations):
         self._handles[fh] = handle
         self._owners[fh] = owner
         self._open[owner] = self._open.get(owner, 0) + 1
-        if isinstance(handle, BytesFile):
-            self.held.seen(fh, owner, handle)  # a rendering it holds already (`_sized`)
         return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False, nonseekable=False)
 
     def _handle(self, fh: int) -> OpenFile:

@@ -4,8 +4,9 @@ A container's file reports the length of its rendering as its size (so `wc -c`, 
 splice and sendfile agree with `cat`): the kernel asks for it with a GETATTR at every open and
 `stat`. The open that follows reads that very rendering, rendered once: on a busy server the
 turns between the GETATTR and the first read outlast the render cache's 10 ms, and a second
-rendering would cost the time again and could have another length. Kept per inode (a
-container's own), for one open, young (`Staleness.sized`) and bounded in bytes.
+rendering would cost the time again and could have another length. Kept here, not by the open
+(an open holds nothing until it is read): per inode (a container's own), for the first read of
+one open, young (`Staleness.sized`) and bounded in bytes for all containers together.
 """
 
 from __future__ import annotations

@@ -81,6 +81,7 @@ async def test_an_open_reads_the_rendering_its_getattr_sized(
     own = await ops.lookup(own.st_ino, b"meminfo", Ctx(50))
     size = (await ops.getattr(own.st_ino, Ctx(50))).st_size
     info = await ops.open(own.st_ino, os.O_RDONLY, Ctx(50))
+    assert ops.held.total == 0  # an open holds nothing until it is read
     (cg / "a/memory.max").write_text(f"{128 * MIB}\n")
     clock.now += 0.05  # past the bound
     data = await ops.read(info.fh, 0, 1 << 20)
