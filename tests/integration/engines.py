@@ -19,6 +19,7 @@ from typing import Protocol, TypeVar
 
 import pytest
 
+from .hostview import remove_cgroup
 from .runtime_support import WRAPPER, wrapper_env
 
 DOCKER = "/usr/bin/docker"  # Debian's client (another on PATH may be newer than the daemon)
@@ -107,15 +108,6 @@ def _remove_tree(directory: str) -> None:
     shutil.rmtree(directory, ignore_errors=True)
 
 
-def _remove_cgroups(name: str) -> None:
-    """Our cgroup parent in every v1 hierarchy (and v2), once its children are gone."""
-    root = "/sys/fs/cgroup"
-    for d in [os.path.join(root, name), *(os.path.join(root, c, name) for c in os.listdir(root))]:
-        for sub, _, _ in sorted(os.walk(d), key=lambda w: len(w[0]), reverse=True):
-            with contextlib.suppress(OSError):
-                os.rmdir(sub)
-
-
 class Dockerd:
     """dockerd with the runtime `procfs` = `runtime`, and the containerd it starts itself."""
 
@@ -166,7 +158,7 @@ class Dockerd:
                 self.docker("rm", "-f", *ids, check=False)
         _stop(self.proc)
         _remove_tree(self.dir)
-        _remove_cgroups(self.name)
+        remove_cgroup(self.name)
         if self._made_key:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(DOCKER_KEY)
@@ -258,4 +250,4 @@ class Podman:
     def stop(self) -> None:
         self.podman("rm", "-a", "-f", "-t", "0", check=False)
         _remove_tree(self.dir)
-        _remove_cgroups(self.name)
+        remove_cgroup(self.name)
