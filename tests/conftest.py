@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -75,6 +76,14 @@ def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     d.mkdir()
     monkeypatch.setenv("PROCFS_STATE", str(d / "attached.json"))
     return d
+
+
+@pytest.fixture
+def state_path() -> Iterator[str]:
+    """A path for an attachments file (`--state`, PROCFS_STATE) in a directory of its own,
+    removed afterwards; unlike `state_dir`, not put in the environment."""
+    with tempfile.TemporaryDirectory(prefix="procfs-state-") as d:
+        yield os.path.join(d, "attached.json")
 
 
 @pytest.fixture
