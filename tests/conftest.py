@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -64,6 +66,24 @@ def _container(mount: str | None, limits: Limits | None, *, boottime_offset: int
             yield sb
     finally:
         cg.remove()
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """This test's own attachment state file (PROCFS_STATE) and, beside it, the records and
+    shard mountpoints of the servers and commands it starts."""
+    d = tmp_path / "state"
+    d.mkdir()
+    monkeypatch.setenv("PROCFS_STATE", str(d / "attached.json"))
+    return d
+
+
+@pytest.fixture
+def state_path() -> Iterator[str]:
+    """A path for an attachments file (`--state`, PROCFS_STATE) in a directory of its own,
+    removed afterwards; unlike `state_dir`, not put in the environment."""
+    with tempfile.TemporaryDirectory(prefix="procfs-state-") as d:
+        yield os.path.join(d, "attached.json")
 
 
 @pytest.fixture

@@ -81,8 +81,8 @@ class BytesFile:
         if self.render is not None and (data is None or (offset == 0 and self.read_once)):
             if data is None and 0 <= self.length <= offset and offset != 0:
                 return b""  # past the end of the generation read to its end
-            ready = self.first() if self.first is not None and not self.read_once else None
-            self.first = None
+            ready = self.first() if self.first is not None else None
+            self.first = None  # (the first rendering only)
             data = self.data = (ready if ready is not None else self.render())[:MAX_RENDERED]
         assert data is not None
         self.read_once = True

@@ -280,7 +280,7 @@ class ProcFS(pyfuse3.Operations):
         try:
             attrs = self._attrs(i)
             if i.container is not None and stat.S_ISREG(attrs.st_mode):
-                data = self._rendering(i, ctx)
+                data = self._rendering(i, i.container, ctx)
                 if data is not None:
                     attrs.st_size = len(data)
                     self._sized.keep(i.number, data)
@@ -288,16 +288,16 @@ class ProcFS(pyfuse3.Operations):
         finally:
             self.gate.leave()
 
-    def _rendering(self, i: Inode, ctx: Any) -> bytes | None:
+    def _rendering(self, i: Inode, known: Container, ctx: Any) -> bytes | None:
         """The rendering of a container's file that the next open reads (`_sized`), whose
         length is the file's size, as `wc -c`, `tail`, splice and sendfile take it. None: not
         a rendered file, or not renderable now."""
         node = self.tree.files.get(i.path)
         rendering = getattr(node, "rendering", None)
-        if rendering is None or i.container is None:
+        if rendering is None:
             return None
         try:
-            container = self.resolver.current(i.container)
+            container = self.resolver.current(known)
         except ProcfsError:
             return None
         pid = ctx.pid if ctx is not None else -1
@@ -384,9 +384,10 @@ class ProcFS(pyfuse3.Operations):
             raise Refused(f"container {owner} holds {MAX_OPEN_PER_CONTAINER} open files",
                           errno.ENFILE)
         caller = Caller(ctx.pid, ctx.uid, ctx.gid, container)
-        if kind == "file":  # (renders nothing yet: BytesFile renders at the first read, or
-            handle = await self.tree.files[i.path].open(caller, flags)  # takes the rendering
-            if container is not None and isinstance(handle, BytesFile):  # its GETATTR sized)
+        if kind == "file":
+            # Renders nothing yet: its first read renders, or takes what its GETATTR sized.
+            handle = await self.tree.files[i.path].open(caller, flags)
+            if container is not None and isinstance(handle, BytesFile):
                 handle.first = functools.partial(self._sized.take, i.number)
         else:
             found = self.tree.mirror_of(i.path)

@@ -14,9 +14,13 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Protocol, TypeVar
 
-from .runtime_support import WRAPPER
+import pytest
+
+from .hostview import remove_cgroup
+from .runtime_support import WRAPPER, wrapper_env
 
 DOCKER = "/usr/bin/docker"  # Debian's client (another on PATH may be newer than the daemon)
 DOCKER_KEY = "/etc/docker/key.json"  # dockerd 20.10 writes its trust key there, always
@@ -35,6 +39,42 @@ def runtime_script(directory: str, env: dict[str, str]) -> str:
         f.write(f"#!/bin/sh\n{exports}exec {shlex.quote(WRAPPER)} \"$@\"\n")
     os.chmod(path, 0o755)
     return path
+
+
+class Engine(Protocol):
+    def stop(self) -> None: ...
+
+
+E = TypeVar("E", bound=Engine)
+
+
+@contextlib.contextmanager
+def engine_for_test(make: Callable[[dict[str, str]], E], mount: str,
+                    socket: str | None = None) -> Iterator[E]:
+    """An engine made by `make` (started, where it has a daemon) running procfs-runc against
+    `mount` and the sysinfo socket `socket`, with an attachments file of its own; stopped
+    afterwards. The test skips where procfs-runc or the engine is missing."""
+    if not os.path.exists(WRAPPER):
+        pytest.skip("procfs-runc is not installed (make setup)")
+    with tempfile.TemporaryDirectory(prefix="procfs-state-") as d:
+        try:
+            engine = make(wrapper_env(mount, socket, os.path.join(d, "attached.json")))
+        except EngineMissing as e:
+            pytest.skip(str(e))
+        try:
+            yield engine
+        finally:
+            engine.stop()
+
+
+def _cli(argv: list[str], what: str, timeout: float, check: bool,
+         cwd: str | None = None) -> subprocess.CompletedProcess[str]:
+    """An engine's command line; AssertionError with its stderr when `check` and it failed."""
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                       stdin=subprocess.DEVNULL, cwd=cwd)
+    if check and r.returncode != 0:
+        raise AssertionError(f"{what} failed: {r.stderr}")
+    return r
 
 
 def _wait(check: Sequence[str], proc: subprocess.Popen[bytes], log: str, what: str,
@@ -66,15 +106,6 @@ def _remove_tree(directory: str) -> None:
                          reverse=True):
         subprocess.run(["umount", "-l", target], capture_output=True, check=False)
     shutil.rmtree(directory, ignore_errors=True)
-
-
-def _remove_cgroups(name: str) -> None:
-    """Our cgroup parent in every v1 hierarchy (and v2), once its children are gone."""
-    root = "/sys/fs/cgroup"
-    for d in [os.path.join(root, name), *(os.path.join(root, c, name) for c in os.listdir(root))]:
-        for sub, _, _ in sorted(os.walk(d), key=lambda w: len(w[0]), reverse=True):
-            with contextlib.suppress(OSError):
-                os.rmdir(sub)
 
 
 class Dockerd:
@@ -117,11 +148,8 @@ class Dockerd:
 
     def docker(self, *args: str, timeout: float = 120,
                check: bool = True) -> subprocess.CompletedProcess[str]:
-        r = subprocess.run([DOCKER, "-H", f"unix://{self.sock}", *args], capture_output=True,
-                           text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-        if check and r.returncode != 0:
-            raise AssertionError(f"docker {args[0]} failed: {r.stderr}")
-        return r
+        return _cli([DOCKER, "-H", f"unix://{self.sock}", *args], f"docker {args[0]}", timeout,
+                    check)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -130,7 +158,7 @@ class Dockerd:
                 self.docker("rm", "-f", *ids, check=False)
         _stop(self.proc)
         _remove_tree(self.dir)
-        _remove_cgroups(self.name)
+        remove_cgroup(self.name)
         if self._made_key:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(DOCKER_KEY)
@@ -185,12 +213,8 @@ class Containerd:
 
     def ctr(self, *args: str, timeout: float = 120,
             check: bool = True) -> subprocess.CompletedProcess[str]:
-        r = subprocess.run(["ctr", "--address", self.sock, "-n", self.namespace, *args],
-                           capture_output=True, text=True, timeout=timeout,
-                           stdin=subprocess.DEVNULL)
-        if check and r.returncode != 0:
-            raise AssertionError(f"ctr {' '.join(args[:2])} failed: {r.stderr}")
-        return r
+        return _cli(["ctr", "--address", self.sock, "-n", self.namespace, *args],
+                    f"ctr {' '.join(args[:2])}", timeout, check)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -221,13 +245,9 @@ class Podman:
         argv = ["podman", "--root", f"{d}/storage", "--runroot", f"{d}/run", "--tmpdir",
                 f"{d}/tmp", "--storage-driver", "vfs", "--cgroup-manager", "cgroupfs",
                 "--events-backend", "file", "--runtime", self.runtime, *args]
-        r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
-                           stdin=subprocess.DEVNULL, cwd="/")
-        if check and r.returncode != 0:
-            raise AssertionError(f"podman {args[0]} failed: {r.stderr}")
-        return r
+        return _cli(argv, f"podman {args[0]}", timeout, check, cwd="/")
 
     def stop(self) -> None:
         self.podman("rm", "-a", "-f", "-t", "0", check=False)
         _remove_tree(self.dir)
-        _remove_cgroups(self.name)
+        remove_cgroup(self.name)

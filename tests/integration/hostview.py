@@ -8,8 +8,7 @@ installed, while the rest of the machine (and the other programs using it) sees 
 Everything written to those four trees lands in upper directories under a temporary directory,
 and goes with the namespace. Cgroups, /tmp and the processes' pid namespace are the host's.
 
-`rootfs_tar` makes a small image from the host's binaries (busybox, procps' `free` and the
-libraries it links): no registry is needed.
+The image its runtimes import is `images.rootfs_tar`'s (no registry is needed).
 """
 
 from __future__ import annotations
@@ -19,7 +18,6 @@ import os
 import shutil
 import signal
 import subprocess
-import tarfile
 import tempfile
 import time
 from collections.abc import Sequence
@@ -160,42 +158,3 @@ def remove_cgroup(name: str) -> None:
         for root, _, _ in sorted(os.walk(top), key=lambda w: -len(w[0])):
             with contextlib.suppress(OSError):
                 os.rmdir(root)
-
-
-def _libs(binary: str) -> list[str]:
-    out = subprocess.run(["ldd", binary], capture_output=True, text=True, check=False).stdout
-    libs = []
-    for line in out.splitlines():
-        parts = line.split()
-        path = parts[2] if "=>" in parts and len(parts) > 2 else parts[0] if parts else ""
-        if path.startswith("/"):
-            libs.append(path)
-    return libs
-
-
-def rootfs_tar(path: str, programs: Sequence[str] = ("/usr/bin/free",)) -> str:
-    """A tar of a root filesystem: busybox (sh, cat, head, ... as links) and `programs` with
-    the libraries they link, at the host's paths. For `podman import` and `docker import`."""
-    busybox = shutil.which("busybox")
-    if busybox is None:
-        raise RuntimeError("busybox is not installed")
-    with tempfile.TemporaryDirectory(prefix="procfs-rootfs-") as root:
-        for d in ("bin", "proc", "sys", "dev", "etc", "tmp", "usr/bin"):
-            os.makedirs(os.path.join(root, d), exist_ok=True)
-        shutil.copy2(busybox, os.path.join(root, "bin/busybox"))
-        for applet in ("sh", "cat", "head", "grep", "getconf", "nproc", "sleep", "ls", "tr",
-                       "cut", "echo", "true"):
-            os.symlink("busybox", os.path.join(root, "bin", applet))
-        for program in programs:
-            for f in [program, *_libs(program)]:
-                real = os.path.realpath(f)
-                dest = os.path.join(root, f.lstrip("/"))
-                os.makedirs(os.path.dirname(dest), exist_ok=True)
-                if not os.path.exists(dest):
-                    shutil.copy2(real, dest)
-        for name in ("passwd", "group"):
-            with open(os.path.join(root, "etc", name), "w") as f:
-                f.write("root:x:0:0:root:/:/bin/sh\n" if name == "passwd" else "root:x:0:\n")
-        with tarfile.open(path, "w") as tar:
-            tar.add(root, arcname=".")
-    return path

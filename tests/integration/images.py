@@ -14,6 +14,8 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+import pytest
+
 PROGRAMS = ("/usr/bin/free", "/usr/bin/ps")
 ENV = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
 
@@ -75,6 +77,14 @@ def rootfs_tar(dest: str) -> str:
                 tar.add(os.path.join(d, entry), arcname=entry,
                         filter=lambda t: _owned_by_root(t))
     return dest
+
+
+def rootfs_tar_or_skip(dest: str) -> str:
+    """`rootfs_tar`, or the test skips where this host lacks what the image is made of."""
+    try:
+        return rootfs_tar(dest)
+    except NoImage as e:
+        pytest.skip(str(e))
 
 
 def _owned_by_root(info: tarfile.TarInfo) -> tarfile.TarInfo:

@@ -37,12 +37,6 @@ def binds(pid: int) -> dict[str, int]:
 
 
 @pytest.fixture
-def state_path() -> Iterator[str]:
-    with tempfile.TemporaryDirectory(prefix="procfs-state-") as d:
-        yield os.path.join(d, "attached.json")
-
-
-@pytest.fixture
 def bare(make_cgroup: Callable[..., Cgroup]) -> Iterator[Sandbox]:
     """An unshare'd init (pid + mount namespaces) in a 256 MiB, CPU-0 cgroup, nothing bound."""
     cg = make_cgroup(Limits(memory=256 * MIB, cpus="0"))

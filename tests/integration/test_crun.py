@@ -53,12 +53,6 @@ def crun() -> Iterator[str]:
         yield runtime
 
 
-@pytest.fixture
-def state_path() -> Iterator[str]:
-    with tempfile.TemporaryDirectory(prefix="procfs-state-") as d:
-        yield os.path.join(d, "attached.json")
-
-
 @pytest.mark.parametrize("stage", ["createContainer", "createRuntime"])
 def test_oci_hook_in_crun(stage: str, crun: str, server: Server, state_path: str) -> None:
     with Bundle(runtime=crun, memory=256 * MIB, cpus="0") as bundle:

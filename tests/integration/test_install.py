@@ -35,7 +35,8 @@ import pytest
 
 from procfs.sources.cgroups import CgroupLayout
 
-from .hostview import REPO, HostView, Unavailable, rootfs_tar
+from .hostview import REPO, HostView, Unavailable
+from .images import rootfs_tar
 from .oci_bundle import Bundle
 
 MIB = 1 << 20

@@ -26,7 +26,8 @@ from typing import Any
 import pytest
 import yaml
 
-from .hostview import OVERLAID, REPO, HostView, Unavailable, rootfs_tar
+from .hostview import OVERLAID, REPO, HostView, Unavailable
+from .images import rootfs_tar
 
 pytestmark = pytest.mark.slow
 

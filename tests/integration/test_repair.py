@@ -19,14 +19,6 @@ from tests.support.sandbox import Limits, Sandbox, Server, container
 MIB = 1 << 20
 
 
-@pytest.fixture
-def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    d = tmp_path / "state"
-    d.mkdir()
-    monkeypatch.setenv("PROCFS_STATE", str(d / "attached.json"))  # records beside it
-    return d
-
-
 def mem_total(sb: Sandbox) -> int | None:
     out = sb.run(["head", "-1", "/proc/meminfo"], check=False)
     return int(out.stdout.split()[1]) if out.returncode == 0 else None

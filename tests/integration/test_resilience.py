@@ -69,16 +69,6 @@ else:
 
 
 @pytest.fixture
-def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    d = tmp_path / "state"
-    d.mkdir()
-    # The attachment state file, and beside it the server records, of the servers and the
-    # commands we start.
-    monkeypatch.setenv("PROCFS_STATE", str(d / "attached.json"))
-    return d
-
-
-@pytest.fixture
 def own_server(state_dir: Path) -> Iterator[Server]:
     with Server() as srv:
         yield srv

@@ -38,12 +38,6 @@ def bundle(runc: str) -> Iterator[Bundle]:
         yield b
 
 
-@pytest.fixture
-def state_path() -> Iterator[str]:
-    with tempfile.TemporaryDirectory(prefix="procfs-state-") as d:
-        yield os.path.join(d, "attached.json")
-
-
 def probe(bundle: Bundle) -> tuple[int, int, int, float]:
     r = bundle.run(["sh", "-c", PROBE])
     assert r.returncode == 0, r.stderr

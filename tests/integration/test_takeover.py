@@ -21,14 +21,6 @@ from tests.support.sandbox import Limits, Server, container
 MIB = 1 << 20
 
 
-@pytest.fixture
-def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    d = tmp_path / "state"
-    d.mkdir()
-    monkeypatch.setenv("PROCFS_STATE", str(d / "attached.json"))  # records beside it
-    return d
-
-
 def proc_state(pid: int) -> str:
     with open(f"/proc/{pid}/stat") as f:
         return f.read().rpartition(")")[2].split()[0]

@@ -32,13 +32,6 @@ MIB = 1 << 20
 
 
 @pytest.fixture
-def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Records, shard mountpoints and attachments of this test's servers only."""
-    monkeypatch.setenv("PROCFS_STATE", str(tmp_path / "attached.json"))
-    return tmp_path
-
-
-@pytest.fixture
 def two_workers(state_dir: Path) -> Iterator[Server]:
     # Control sockets in the test's directory too: a killed server leaves its own behind.
     with Server(args=["--workers", "2", "--control-dir", str(state_dir)]) as srv:

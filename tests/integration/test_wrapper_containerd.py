@@ -14,16 +14,14 @@ import pytest
 
 from tests.support.sandbox import Server, unique_name
 
-from .engines import Containerd, EngineMissing
-from .images import NoImage, oci_archive, rootfs_tar
+from .engines import Containerd, engine_for_test
+from .images import oci_archive, rootfs_tar_or_skip
 from .runtime_support import (
     MIB,
-    WRAPPER,
     Listener,
     host_time_ns,
     listener,
     sysinfo_calls,
-    wrapper_env,
 )
 
 VIEW = ("/usr/bin/free -b | grep ^Mem:; readlink /proc/1/ns/time; readlink /proc/self/ns/time; "
@@ -38,28 +36,16 @@ def notify() -> Iterator[Listener]:
 
 @pytest.fixture(scope="module")
 def containerd(server: Server, notify: Listener) -> Iterator[Containerd]:
-    if not os.path.exists(WRAPPER):
-        pytest.skip("procfs-runc is not installed (make setup)")
-    with tempfile.TemporaryDirectory(prefix="procfs-state-") as d:
-        try:
-            daemon = Containerd(wrapper_env(server.mountpoint, notify.path,
-                                            os.path.join(d, "attached.json"))).start()
-        except EngineMissing as e:
-            pytest.skip(str(e))
-        try:
-            yield daemon
-        finally:
-            daemon.stop()
+    with engine_for_test(lambda env: Containerd(env).start(), server.mountpoint,
+                         notify.path) as daemon:
+        yield daemon
 
 
 @pytest.fixture(scope="module")
 def image(containerd: Containerd) -> str:
     name = f"docker.io/library/{unique_name('procfs-image')}:test"
     with tempfile.TemporaryDirectory(prefix="procfs-rootfs-") as d:
-        try:
-            layer = rootfs_tar(os.path.join(d, "rootfs.tar"))
-        except NoImage as e:
-            pytest.skip(str(e))
+        layer = rootfs_tar_or_skip(os.path.join(d, "rootfs.tar"))
         containerd.ctr("image", "import", oci_archive(layer, os.path.join(d, "oci.tar"), name))
     return name
 

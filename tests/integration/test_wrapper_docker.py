@@ -14,18 +14,16 @@ import pytest
 from procfs.runtime import timens
 from tests.support.sandbox import Server, unique_name
 
-from .engines import Dockerd, EngineMissing
-from .images import NoImage, rootfs_tar
+from .engines import Dockerd, engine_for_test
+from .images import rootfs_tar_or_skip
 from .runtime_support import (
     CLOCK_PROBE,
     MIB,
-    WRAPPER,
     Clock,
     Listener,
     host_time_ns,
     listener,
     sysinfo_calls,
-    wrapper_env,
 )
 
 RUN = ["--runtime", "procfs", "--network", "none", "-m", "256m", "--cpus", "1"]
@@ -42,29 +40,16 @@ def notify() -> Iterator[Listener]:
 
 @pytest.fixture(scope="module")
 def dockerd(server: Server, notify: Listener) -> Iterator[Dockerd]:
-    if not os.path.exists(WRAPPER):
-        pytest.skip("procfs-runc is not installed (make setup)")
-    with tempfile.TemporaryDirectory(prefix="procfs-state-") as d:
-        try:
-            daemon = Dockerd(wrapper_env(server.mountpoint, notify.path,
-                                         os.path.join(d, "attached.json"))).start()
-        except EngineMissing as e:
-            pytest.skip(str(e))
-        try:
-            yield daemon
-        finally:
-            daemon.stop()
+    with engine_for_test(lambda env: Dockerd(env).start(), server.mountpoint,
+                         notify.path) as daemon:
+        yield daemon
 
 
 @pytest.fixture(scope="module")
 def image(dockerd: Dockerd) -> str:
     name = unique_name("procfs-image") + ":test"
     with tempfile.TemporaryDirectory(prefix="procfs-rootfs-") as d:
-        try:
-            tar = rootfs_tar(os.path.join(d, "rootfs.tar"))
-        except NoImage as e:
-            pytest.skip(str(e))
-        dockerd.docker("import", tar, name)
+        dockerd.docker("import", rootfs_tar_or_skip(os.path.join(d, "rootfs.tar")), name)
     return name
 
 

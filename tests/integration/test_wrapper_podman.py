@@ -13,9 +13,9 @@ import pytest
 
 from tests.support.sandbox import Server, unique_name
 
-from .engines import EngineMissing, Podman
-from .images import NoImage, rootfs_tar
-from .runtime_support import MIB, WRAPPER, host_time_ns, wrapper_env
+from .engines import Podman, engine_for_test
+from .images import rootfs_tar_or_skip
+from .runtime_support import MIB, host_time_ns
 
 VIEW = "/usr/bin/free -b | grep ^Mem:; readlink /proc/1/ns/time; readlink /proc/self/ns/time"
 
@@ -34,29 +34,15 @@ def ulimits() -> list[str]:
 
 @pytest.fixture(scope="module")
 def podman(server: Server) -> Iterator[Podman]:
-    if not os.path.exists(WRAPPER):
-        pytest.skip("procfs-runc is not installed (make setup)")
-    with tempfile.TemporaryDirectory(prefix="procfs-state-") as d:
-        try:
-            engine = Podman(wrapper_env(server.mountpoint,
-                                        state=os.path.join(d, "attached.json")))
-        except EngineMissing as e:
-            pytest.skip(str(e))
-        try:
-            yield engine
-        finally:
-            engine.stop()
+    with engine_for_test(Podman, server.mountpoint) as engine:
+        yield engine
 
 
 @pytest.fixture(scope="module")
 def image(podman: Podman) -> str:
     name = f"localhost/{unique_name('procfs-image')}:test"
     with tempfile.TemporaryDirectory(prefix="procfs-rootfs-") as d:
-        try:
-            tar = rootfs_tar(os.path.join(d, "rootfs.tar"))
-        except NoImage as e:
-            pytest.skip(str(e))
-        podman.podman("import", tar, name)
+        podman.podman("import", rootfs_tar_or_skip(os.path.join(d, "rootfs.tar")), name)
     return name
 
 

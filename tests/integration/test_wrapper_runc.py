@@ -50,12 +50,6 @@ def runc() -> str:
 
 
 @pytest.fixture
-def state_file() -> Iterator[str]:
-    with tempfile.TemporaryDirectory(prefix="procfs-state-") as d:
-        yield os.path.join(d, "attached.json")
-
-
-@pytest.fixture
 def bundle(runc: str) -> Iterator[Bundle]:
     with Bundle(runtime=WRAPPER, memory=256 * MIB, cpus="0") as b:
         yield b
@@ -82,9 +76,9 @@ def procfs_hooks(config: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def test_run_gives_the_view_with_no_hook_in_the_bundle(bundle: Bundle, server: Server,
-                                                       state_file: str) -> None:
+                                                       state_path: str) -> None:
     assert "hooks" not in bundle.config
-    r = run(bundle, VIEW, wrapper_env(server.mountpoint, state=state_file))
+    r = run(bundle, VIEW, wrapper_env(server.mountpoint, state=state_path))
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == [str(256 * MIB), "1"]
     with open(os.path.join(bundle.dir, "config.json")) as f:
@@ -92,17 +86,17 @@ def test_run_gives_the_view_with_no_hook_in_the_bundle(bundle: Bundle, server: S
     assert len(hooks) == 1
     assert hooks[0]["path"] == os.path.join(os.path.dirname(WRAPPER), "procfs")
     assert hooks[0]["args"] == ["procfs", "oci-hook", "--mount", server.mountpoint]
-    assert hooks[0]["env"] == [f"PROCFS_STATE={state_file}"]
+    assert hooks[0]["env"] == [f"PROCFS_STATE={state_path}"]
     # the same bundle again: the hook is there once
-    r = run(bundle, VIEW, wrapper_env(server.mountpoint, state=state_file))
+    r = run(bundle, VIEW, wrapper_env(server.mountpoint, state=state_path))
     assert r.returncode == 0, r.stderr
     with open(os.path.join(bundle.dir, "config.json")) as f:
         assert len(procfs_hooks(json.load(f))) == 1
 
 
 def test_exec_and_every_command_join_the_time_namespace(bundle: Bundle, server: Server,
-                                                        state_file: str, runc: str) -> None:
-    env = wrapper_env(server.mountpoint, state=state_file)
+                                                        state_path: str, runc: str) -> None:
+    env = wrapper_env(server.mountpoint, state=state_path)
     with Container(bundle, [WRAPPER], env) as c:
         c.create()
         state = c.state()
@@ -132,25 +126,25 @@ def test_exec_and_every_command_join_the_time_namespace(bundle: Bundle, server: 
         assert c.cmd("state", bundle.id, check=False).returncode != 0
 
 
-def test_clock_from_the_kernel_alone(bundle: Bundle, server: Server, state_file: str) -> None:
+def test_clock_from_the_kernel_alone(bundle: Bundle, server: Server, state_path: str) -> None:
     """Without the hook (io.procfs.hook=false) every time a container shows comes from the
     kernel, in the wrapper's time namespace: right for the init and for exec'd processes."""
     bundle.config["annotations"] = {"io.procfs.hook": "false"}
-    with Container(bundle, [WRAPPER], wrapper_env(server.mountpoint, state=state_file)) as c:
+    with Container(bundle, [WRAPPER], wrapper_env(server.mountpoint, state=state_path)) as c:
         created = c.create()
         time.sleep(WAIT)
         clock = Clock.parse(c.exec(CLOCK_PROBE))
         clock.check(created, WAIT, time.time())
         assert clock.init_ns == clock.self_ns != host_time_ns()
         assert not procfs_hooks(c.config())
-    assert not os.path.exists(state_file)
+    assert not os.path.exists(state_path)
 
 
-def test_clock_with_the_served_files(bundle: Bundle, server: Server, state_file: str) -> None:
+def test_clock_with_the_served_files(bundle: Bundle, server: Server, state_path: str) -> None:
     """With the hook's files as well: the served uptime is the time namespace's boot clock,
     and `ps` ELAPSED and STARTED are right (the kernel's start times and the served btime and
     uptime on one clock)."""
-    with Container(bundle, [WRAPPER], wrapper_env(server.mountpoint, state=state_file)) as c:
+    with Container(bundle, [WRAPPER], wrapper_env(server.mountpoint, state=state_path)) as c:
         created = c.create()
         time.sleep(WAIT)
         clock = Clock.parse(c.exec(CLOCK_PROBE))
@@ -166,10 +160,10 @@ def test_run_foreground_clock(bundle: Bundle, server: Server) -> None:
     Clock.parse(r.stdout).check(created, WAIT, time.time())
 
 
-def test_opt_out_behaves_as_plain_runc(bundle: Bundle, server: Server, state_file: str) -> None:
+def test_opt_out_behaves_as_plain_runc(bundle: Bundle, server: Server, state_path: str) -> None:
     bundle.config["annotations"] = {"io.procfs.disable": "true"}
     with listener() as lst:
-        env = wrapper_env(server.mountpoint, lst.path, state_file)
+        env = wrapper_env(server.mountpoint, lst.path, state_path)
         r = run(bundle, "free -b | grep ^Mem:; cut -d' ' -f1 /proc/uptime; "
                 "readlink /proc/self/ns/time; grep ^Seccomp: /proc/self/status", env)
         assert r.returncode == 0, r.stderr
@@ -182,7 +176,7 @@ def test_opt_out_behaves_as_plain_runc(bundle: Bundle, server: Server, state_fil
         assert lst.fds() == 0
     with open(os.path.join(bundle.dir, "config.json")) as f:
         assert json.load(f) == bundle.config  # not a byte of the config changed
-    assert not os.path.exists(state_file)
+    assert not os.path.exists(state_path)
 
 
 def test_timens_opt_out_keeps_the_rest(bundle: Bundle, server: Server) -> None:
